@@ -1,0 +1,146 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as https from 'node:https';
+import { startCluster, defaultDataDir, STATE_FILE } from '../cluster/embedded';
+
+/**
+ * `kubevm` command line. For now: `kubevm cluster up|down|status`.
+ */
+const USAGE = `usage:
+  kubevm cluster up [--data-dir DIR] [--port N]   run the embedded cluster in the foreground
+  kubevm cluster status [--data-dir DIR]          is it running, where, how many objects
+  kubevm cluster down [--data-dir DIR]            stop a running embedded cluster`;
+
+interface Flags {
+  dataDir: string;
+  port: number;
+  verbose: boolean;
+}
+
+function parseFlags(args: string[]): Flags {
+  const f: Flags = { dataDir: defaultDataDir(), port: 6443, verbose: false };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const value = (): string => {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : args[++i];
+      if (v === undefined) fail(`${a.split('=')[0]} needs a value`);
+      return v;
+    };
+    if (a === '--data-dir' || a.startsWith('--data-dir=')) f.dataDir = path.resolve(value());
+    else if (a === '--port' || a.startsWith('--port=')) {
+      const v = value();
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) fail(`--port: ${JSON.stringify(v)} is not a port number (0-65535)`);
+      f.port = n;
+    } else if (a === '-v' || a === '--verbose') f.verbose = true;
+    else fail(`unknown flag ${JSON.stringify(a)}\n${USAGE}`);
+  }
+  return f;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`kubevm: ${msg}\n`);
+  process.exit(2);
+}
+
+function readState(dataDir: string): { pid: number; url: string; port: number; kubeconfig: string } | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dataDir, STATE_FILE), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function up(f: Flags): Promise<void> {
+  const st = readState(f.dataDir);
+  if (st && alive(st.pid)) fail(`a cluster is already running from ${f.dataDir} (pid ${st.pid}, ${st.url})`);
+  const cluster = await startCluster({ dataDir: f.dataDir, port: f.port, log: f.verbose ? (l) => console.log(l) : undefined });
+  console.log(`kubevm cluster is up at ${cluster.url} (data in ${f.dataDir})`);
+  console.log(`kubeconfig: ${cluster.kubeconfigPath}`);
+  console.log(`export KUBECONFIG=${cluster.kubeconfigPath}`);
+  console.log('try: kubectl get namespaces');
+  let stopping = false;
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${sig}: shutting down`);
+    await cluster.stop();
+    console.log('stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+function get(url: string, token: string, ca: string): Promise<{ code: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { headers: { Authorization: `Bearer ${token}` }, ca, timeout: 5000 }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ code: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+  });
+}
+
+async function status(f: Flags): Promise<void> {
+  const st = readState(f.dataDir);
+  if (!st || !alive(st.pid)) {
+    console.log(`kubevm cluster: not running (data dir ${f.dataDir})`);
+    process.exit(1);
+  }
+  const token = fs.readFileSync(path.join(f.dataDir, 'token'), 'utf8').trim();
+  const ca = fs.readFileSync(path.join(f.dataDir, 'pki', 'ca.crt'), 'utf8');
+  try {
+    const ready = await get(`${st.url}/readyz`, token, ca);
+    const ns = await get(`${st.url}/api/v1/namespaces`, token, ca);
+    const count = ns.code === 200 ? JSON.parse(ns.body).items.length : '?';
+    console.log(`kubevm cluster: running (pid ${st.pid}) at ${st.url}, readyz=${ready.body}, namespaces=${count}`);
+    console.log(`export KUBECONFIG=${st.kubeconfig}`);
+  } catch (e) {
+    console.log(`kubevm cluster: pid ${st.pid} exists but ${st.url} does not answer: ${(e as Error).message}`);
+    process.exit(1);
+  }
+}
+
+async function down(f: Flags): Promise<void> {
+  const st = readState(f.dataDir);
+  if (!st || !alive(st.pid)) {
+    console.log('kubevm cluster: not running');
+    return;
+  }
+  process.kill(st.pid, 'SIGTERM');
+  const deadline = Date.now() + 15_000;
+  while (alive(st.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (alive(st.pid)) fail(`pid ${st.pid} did not stop within 15 s`);
+  console.log(`kubevm cluster: stopped (pid ${st.pid})`);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, sub, ...rest] = argv;
+  if (cmd === 'cluster') {
+    const f = parseFlags(rest);
+    if (sub === 'up') return up(f);
+    if (sub === 'status') return status(f);
+    if (sub === 'down') return down(f);
+  }
+  if (cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    console.log(USAGE);
+    return;
+  }
+  fail(`unknown command ${JSON.stringify(argv.join(' '))}\n${USAGE}`);
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).catch((e) => fail((e as Error).stack ?? String(e)));
+}
