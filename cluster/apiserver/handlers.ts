@@ -6,7 +6,7 @@ import { Objects, DeleteOptions, WriteOptions, clone, schemaFor } from './object
 import { apiVersionOf, toExternal } from './convert';
 import { WatchHub } from './watch';
 import { Backend } from '../store/backend';
-import { parseLabelSelector, parseFieldSelector, compileFieldSelector, SelectorError } from './selectors';
+import { parseLabelSelector, parseFieldSelector, compileFieldSelector, SelectorError, labelSelectorToString } from './selectors';
 import { buildTable, wantsTable } from './tables';
 import * as patch from './patch';
 import * as crd from './crd';
@@ -355,7 +355,7 @@ export class Handlers {
         throw errors.internal(`the spec replicas field ${JSON.stringify(spec.specReplicasPath)} does not exist`);
       const status: any = { replicas: crd.evalJsonPath(obj, spec.statusReplicasPath) ?? 0 };
       const sel = spec.labelSelectorPath ? crd.evalJsonPath(obj, spec.labelSelectorPath) : undefined;
-      if (sel !== undefined) status.selector = typeof sel === 'string' ? sel : labelSelectorString(sel);
+      if (sel !== undefined) status.selector = typeof sel === 'string' ? sel : labelSelectorToString(sel);
       const m = obj.metadata;
       return {
         kind: 'Scale',
@@ -469,16 +469,4 @@ function setPath(obj: any, path: string, value: any): void {
   let cur = obj;
   for (const p of parts.slice(0, -1)) cur = cur[p] ??= {};
   cur[parts[parts.length - 1]] = value;
-}
-
-function labelSelectorString(sel: any): string {
-  const parts: string[] = [];
-  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) parts.push(`${k}=${v}`);
-  for (const e of sel.matchExpressions ?? []) {
-    if (e.operator === 'In') parts.push(`${e.key} in (${e.values.join(',')})`);
-    else if (e.operator === 'NotIn') parts.push(`${e.key} notin (${e.values.join(',')})`);
-    else if (e.operator === 'Exists') parts.push(e.key);
-    else if (e.operator === 'DoesNotExist') parts.push(`!${e.key}`);
-  }
-  return parts.join(',');
 }

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as https from 'node:https';
 import { execFile } from 'node:child_process';
+import { tempDir } from './tmp';
 import { startCluster, RunningCluster, ClusterOptions } from '../../cluster/embedded';
 
 /**
@@ -31,9 +31,7 @@ export interface KubectlResult {
   stderr: string;
 }
 
-export function tempDir(prefix = 'kubevm-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+export { tempDir };
 
 export async function startTestCluster(opts: Partial<ClusterOptions> = {}): Promise<TestCluster> {
   const dataDir = opts.dataDir ?? tempDir();
