@@ -7,7 +7,8 @@ module.exports = {
   transform: {
     '^.+\\.[tj]sx?$': ['ts-jest', { tsconfig: { allowJs: true, module: 'commonjs', esModuleInterop: true, isolatedModules: true, target: 'ES2022' }, diagnostics: false }],
   },
-  transformIgnorePatterns: ['/node_modules/(?!(@kubernetes|openid-client|oauth4webapi|jose|undici|jsonpath-plus|@jsep-plugin|jsep|hpagent|isomorphic-ws|stream-buffers|tar-fs|yaml)/)'],
+  // Several ESM-only packages sit under client-node (socks-proxy-agent, openid-client, …): transform them all.
+  transformIgnorePatterns: ['/node_modules/(typescript|@babel|jest-[a-z-]+|better-sqlite3)/'],
   testTimeout: 60000,
   maxWorkers: 2,
 };

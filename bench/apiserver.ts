@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     Array.from(
       { length: WATCHERS },
       () =>
-        new Promise<https.ClientRequest>((resolve) => {
+        new Promise<import("node:http").ClientRequest>((resolve) => {
           const r = https.request(
             new URL(`${base}?watch=true&resourceVersion=${rv}&fieldSelector=metadata.name=cm-0`, c.url),
             { agent: new https.Agent({ ca: c.caCert }), headers: { Authorization: `Bearer ${c.token}` } },

@@ -72,9 +72,13 @@ export class Handlers {
     if (r.subresource === 'scale') return this.scale(r, method);
     if (r.subresource === 'finalize' && method !== 'PUT') throw errors.methodNotAllowed();
     switch (method) {
-      case 'GET':
+      case 'GET': {
         if (isWatch(r.query)) throw errors.methodNotAllowed();
-        return { code: 200, body: this.objects.get(t, r.namespace, r.name) };
+        const obj = this.objects.get(t, r.namespace, r.name);
+        if (!r.subresource && wantsTable(r.req.headers.accept))
+          return { code: 200, body: this.table(r, [obj], obj.metadata.resourceVersion) };
+        return { code: 200, body: obj };
+      }
       case 'PUT':
         return this.update(r);
       case 'PATCH':
@@ -143,21 +147,25 @@ export class Handlers {
     }
     const objs = items.map((so) => toExternal(t, so.obj));
     if (wantsTable(r.req.headers.accept))
-      return {
-        code: 200,
-        body: buildTable({
-          group: t.group,
-          resource: t.resource,
-          objects: objs,
-          printerColumns: t.crd ? t.printerColumns : undefined,
-          resourceVersion: listRv,
-          continueToken: next,
-          remainingItemCount: next ? remaining : undefined,
-          includeObject: (r.query.get('includeObject') as any) ?? undefined,
-          evalJsonPath: crd.evalJsonPath,
-        }),
-      };
+      return { code: 200, body: this.table(r, objs, listRv, next, next ? remaining : undefined) };
     return { code: 200, body: { kind: t.listKind, apiVersion: apiVersionOf(t), metadata, items: objs } };
+  }
+
+  private table(r: ResourceRequest, objects: any[], resourceVersion: string, continueToken?: string, remainingItemCount?: number): any {
+    const include = r.query.get('includeObject') ?? undefined;
+    if (include && !['None', 'Metadata', 'Object'].includes(include))
+      throw errors.badRequest(`includeObject: Unsupported value: "${include}": supported values: "None", "Metadata", "Object"`);
+    return buildTable({
+      group: r.type.group,
+      resource: r.type.resource,
+      objects,
+      printerColumns: r.type.crd ? r.type.printerColumns : undefined,
+      resourceVersion,
+      continueToken,
+      remainingItemCount,
+      includeObject: include as any,
+      evalJsonPath: crd.evalJsonPath,
+    });
   }
 
   private watch(r: ResourceRequest): undefined {

@@ -300,8 +300,10 @@ export class Objects {
       throw errors.badRequest(`the API version in the data (${obj.apiVersion}) does not match the expected API version (${expected})`);
     if (obj.kind !== undefined && obj.kind !== t.kind)
       throw errors.badRequest(`the kind in the data (${obj.kind}) does not match the expected kind (${t.kind})`);
-    if (obj.apiVersion === undefined && verb === 'create') throw errors.badRequest(`Object 'apiVersion' is missing in '${truncate(JSON.stringify(body))}'`);
-    if (obj.kind === undefined && verb === 'create') throw errors.badRequest(`Object 'Kind' is missing in '${truncate(JSON.stringify(body))}'`);
+    // Built-in endpoints decode into their type and fill apiVersion/kind in; custom
+    // resources are decoded as unstructured and must carry them (as upstream).
+    if (obj.apiVersion === undefined && verb === 'create' && t.crd) throw errors.badRequest(`Object 'apiVersion' is missing in '${truncate(JSON.stringify(body))}'`);
+    if (obj.kind === undefined && verb === 'create' && t.crd) throw errors.badRequest(`Object 'Kind' is missing in '${truncate(JSON.stringify(body))}'`);
     obj.apiVersion = expected;
     obj.kind = t.kind;
     if (obj.metadata === undefined || obj.metadata === null) obj.metadata = {};
@@ -424,12 +426,12 @@ function readyToRemove(t: ResourceType, obj: any): boolean {
 }
 
 function stripForGeneration(obj: any): any {
-  const { metadata, status, ...rest } = obj;
+  const { metadata: _m, status: _s, ...rest } = obj;
   return rest;
 }
 
 function withoutManaged(obj: any): any {
-  const { managedFields, ...meta } = obj.metadata;
+  const { managedFields: _mf, ...meta } = obj.metadata;
   return { ...obj, metadata: meta };
 }
 
@@ -443,8 +445,12 @@ function dedupe(causes: StatusCause[]): StatusCause[] {
   });
 }
 
+/**
+ * Deep copy of a JSON value. Not structuredClone: under jest's vm sandbox that
+ * returns objects of another realm, which isDeepStrictEqual treats as different.
+ */
 export function clone<T>(x: T): T {
-  return x === undefined ? x : structuredClone(x);
+  return x === undefined ? x : JSON.parse(JSON.stringify(x));
 }
 
 export function now(): string {

@@ -8,7 +8,7 @@ import { ApiError, errors } from './errors';
 import { Registry, ResourceType, BUILTIN_TYPES } from './registry';
 import { Objects } from './objects';
 import { WatchHub, WatchLimits } from './watch';
-import { Handlers, ResourceRequest, Reply } from './handlers';
+import { Handlers, Reply } from './handlers';
 import { OpenApi } from './openapi';
 import { Controllers } from './controllers';
 import * as discovery from './discovery';

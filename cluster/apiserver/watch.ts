@@ -35,7 +35,7 @@ export interface WatchLimits {
 type EncodedEvent = StoreEvent & { wire?: Map<string, string> };
 
 export class WatchHub {
-  private readonly active = new Set<ServerResponse>();
+  private readonly active = new Map<ServerResponse, () => void>();
 
   constructor(
     private readonly backend: Backend,
@@ -46,9 +46,9 @@ export class WatchHub {
     return this.active.size;
   }
 
+  /** Ends every stream now (clients re-watch from their last resourceVersion). */
   closeAll(): void {
-    for (const res of this.active) res.end();
-    this.active.clear();
+    for (const close of [...this.active.values()]) close();
   }
 
   serve(spec: WatchSpec, res: ServerResponse): void {
@@ -57,7 +57,6 @@ export class WatchHub {
     const prefix = keyPrefix(t, spec.namespace);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
     res.flushHeaders();
-    this.active.add(res);
     let closed = false;
     const timers: NodeJS.Timeout[] = [];
     let unsubscribe = () => {};
@@ -65,14 +64,15 @@ export class WatchHub {
       if (closed) return;
       closed = true;
       unsubscribe();
-      for (const tm of timers) clearTimeout(tm), clearInterval(tm);
+      for (const tm of timers) clearInterval(tm);
       this.active.delete(res);
       if (!res.writableEnded) res.end();
     };
     res.on('close', close);
+    this.active.set(res, close);
 
     const write = (line: string): void => {
-      if (closed) return;
+      if (closed || res.writableEnded || res.destroyed) return;
       res.write(line);
       // A client that does not read would make us queue without bound: cut it off.
       if (res.writableLength > this.limits.maxBufferedBytes) {

@@ -158,8 +158,11 @@ export class SqliteBackend implements Backend {
   private write(type: StoreEvent['type'], key: string, obj: any, prev: StoredObject | undefined): StoredObject {
     const rev = this.rev + 1;
     // The deleted object is reported with the revision of the deletion, as kube-apiserver does.
-    const stored = obj_withRv(obj, rev);
-    this.insert.run(rev, key, type === 'ADDED' ? 1 : 0, type === 'DELETED' ? 1 : 0, prev?.rev ?? null, JSON.stringify(stored));
+    const json = JSON.stringify(obj_withRv(obj, rev));
+    this.insert.run(rev, key, type === 'ADDED' ? 1 : 0, type === 'DELETED' ? 1 : 0, prev?.rev ?? null, json);
+    // Keep exactly what a reload would read: plain JSON values, no shared references
+    // with the caller, no undefined, no special prototypes.
+    const stored = JSON.parse(json);
     this.rev = rev;
     const so: StoredObject = { key, rev, obj: stored };
     if (type === 'DELETED') {
@@ -171,7 +174,14 @@ export class SqliteBackend implements Backend {
     }
     const ev: StoreEvent = { type, key, rev, obj: stored, prev: prev?.obj };
     this.remember(ev);
-    for (const l of this.listeners) l(ev);
+    // The write is committed: a failing listener must not turn it into an error for the writer.
+    for (const l of this.listeners) {
+      try {
+        l(ev);
+      } catch (e) {
+        console.error(`store listener failed on ${type} ${key}: ${(e as Error)?.stack ?? e}`);
+      }
+    }
     return so;
   }
 

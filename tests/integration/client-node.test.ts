@@ -18,7 +18,9 @@ beforeAll(async () => {
   kc = new k8s.KubeConfig();
   kc.loadFromFile(c.kubeconfigPath);
   const crd = YAML.parse(fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'widgets-crd.yaml'), 'utf8'));
-  await kc.makeApiClient(k8s.ApiextensionsV1Api).createCustomResourceDefinition({ body: crd });
+  // Posted raw: the typed ApiextensionsV1Api serialises JSONSchemaProps by its model, which
+  // expects `_default` and silently drops a plain `default` taken from YAML.
+  expect((await c.request('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd)).status).toBe(201);
   await eventually(async () => {
     const got = await kc.makeApiClient(k8s.ApiextensionsV1Api).readCustomResourceDefinition({ name: 'widgets.example.com' });
     return got.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True');
@@ -103,7 +105,11 @@ test('CustomObjectsApi: create, status update, get', async () => {
 
 test('an informer sees add, update and delete, and relists after a 410', async () => {
   const core = kc.makeApiClient(k8s.CoreV1Api);
-  const informer = k8s.makeInformer(kc, '/api/v1/namespaces/default/configmaps', () => core.listNamespacedConfigMap({ namespace: 'default' }));
+  let lists = 0;
+  const informer = k8s.makeInformer(kc, '/api/v1/namespaces/default/configmaps', () => {
+    lists++;
+    return core.listNamespacedConfigMap({ namespace: 'default' });
+  });
   const seen: string[] = [];
   const errorsSeen: unknown[] = [];
   informer.on('add', (o) => seen.push(`add:${o.metadata?.name}`));
@@ -125,11 +131,13 @@ test('an informer sees add, update and delete, and relists after a 410', async (
     // Cut every watch and, in the same tick, push the history window past the
     // informer's resourceVersion: its re-watch gets ERROR 410 and it must list again.
     const t = c.server.registry.find('', 'v1', 'configmaps')!;
+    expect(lists).toBe(1);
     c.server.watches.closeAll();
     for (let i = 0; i < 80; i++)
       c.server.objects.create(t, 'default', { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `burst-${i}` }, data: { v: String(i) } });
     await eventually(() => informer.list().length === 80, 15_000, 'informer to relist all 80');
     expect(informer.list().map((o) => o.metadata?.name)).toContain('burst-79');
+    expect(lists).toBe(2); // the 410 made it list again
     expect(errorsSeen).toEqual([]);
   } finally {
     await informer.stop();

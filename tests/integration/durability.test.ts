@@ -15,12 +15,13 @@ function up(dataDir: string, port: number): ChildProcess {
 
 async function ready(dataDir: string, port: number): Promise<{ token: string; ca: string; base: string }> {
   const base = `https://127.0.0.1:${port}`;
-  return eventually(async () => {
+  const r = await eventually(async () => {
     const token = fs.readFileSync(path.join(dataDir, 'token'), 'utf8').trim();
     const ca = fs.readFileSync(path.join(dataDir, 'pki', 'ca.crt'), 'utf8');
     const r = await httpsRequest(base, token, ca, 'GET', '/api/v1/namespaces/default');
     return r.status === 200 ? { token, ca, base } : undefined;
   }, 30_000, 'cluster up');
+  return r!;
 }
 
 test('every acknowledged write survives kill -9', async () => {

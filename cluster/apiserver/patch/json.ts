@@ -11,7 +11,9 @@ export function isObject(v: Json): v is JsonObject {
 /** Deep copy; JSON data has no cycles, dates or class instances. */
 export function clone<T extends Json>(v: T): T {
   if (v === undefined) return v;
-  return structuredClone(v);
+  // JSON round trip rather than structuredClone: under jest's vm sandbox structuredClone
+  // returns objects of another realm, which deep-equality checks treat as different.
+  return JSON.parse(JSON.stringify(v));
 }
 
 /** Structural equality where object key order does not matter (as in Go's DeepEqual on maps). */
