@@ -1,4 +1,4 @@
-import { clone, isObject } from './util';
+import { clone, hasDefault, hasOwn, isObject } from './util';
 
 /**
  * Structural defaulting, after apiextensions' `defaulting/prunenulls.go` and `algorithm.go`:
@@ -16,8 +16,6 @@ import { clone, isObject } from './util';
 type Schema = Record<string, any>;
 
 const nullable = (s: Schema): boolean => s.nullable === true;
-// `default: null` decodes to "no default" upstream (JSON{Object: nil}).
-const hasDefault = (s: Schema): boolean => s.default !== undefined && s.default !== null;
 
 /** The schema of a map value (additionalProperties as a schema), if any. */
 function mapSchema(s: Schema): Schema | undefined {
@@ -43,7 +41,7 @@ function defaultObject(x: Record<string, any>, s: Schema): void {
   for (const k of Object.keys(x)) if (isDroppableNull(x[k], fieldSchema(s, k))) delete x[k];
   if (isObject(s.properties)) {
     for (const [k, prop] of Object.entries(s.properties)) {
-      if (isObject(prop) && takesDefault(x[k], k in x, prop)) x[k] = clone(prop.default);
+      if (isObject(prop) && takesDefault(x[k], hasOwn(x, k), prop)) x[k] = clone(prop.default);
     }
   }
   const ap = mapSchema(s);

@@ -1,4 +1,4 @@
-import { isObject } from './util';
+import { hasOwn, isObject } from './util';
 
 /**
  * The JSONPath subset printer columns and the scale subresource use (kubectl's syntax without
@@ -122,7 +122,7 @@ function step(values: unknown[], seg: Segment): unknown[] {
   const out: unknown[] = [];
   for (const v of values) {
     if (seg.kind === 'field') {
-      if (isObject(v) && seg.name in v) out.push(v[seg.name]);
+      if (isObject(v) && hasOwn(v, seg.name)) out.push(v[seg.name]);
     } else if (seg.kind === 'index') {
       if (Array.isArray(v)) {
         const i = seg.index < 0 ? v.length + seg.index : seg.index;

@@ -1,8 +1,7 @@
 import { Cause, cause } from './causes';
 import { pruneValue } from './pruning';
-import { hasDefault } from './schema-rules';
 import { validateBatch } from './schema-validator';
-import { clone, deepEqual, isObject, path } from './util';
+import { clone, deepEqual, hasDefault, isObject, path } from './util';
 
 /**
  * Every `default` in a CRD schema must survive pruning unchanged and validate against its own

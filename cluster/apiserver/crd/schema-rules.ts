@@ -1,6 +1,6 @@
 import { Cause, cause } from './causes';
 import { patternError } from './schema-validator';
-import { isObject, path, typeOf } from './util';
+import { hasDefault, isObject, path, typeOf } from './util';
 
 /**
  * The generic checks apiextensions runs over every node of a CRD's openAPIV3Schema
@@ -29,11 +29,6 @@ interface Ctx {
 }
 
 const ROOT_CTX: Ctx = { allowDefaults: true, disallowReason: '', insideResourceMeta: false };
-
-/** `default: null` means "no default" upstream. */
-export function hasDefault(s: Record<string, any>): boolean {
-  return s.default !== undefined && s.default !== null;
-}
 
 function forbidDefaults(ctx: Ctx, reason: string): Ctx {
   return { ...ctx, allowDefaults: false, disallowReason: reason };

@@ -24,7 +24,7 @@ export function deepEqual(a: unknown, b: unknown): boolean {
   if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((v, i) => deepEqual(v, b[i]));
   if (isObject(a) && isObject(b)) {
     const ka = Object.keys(a);
-    return ka.length === Object.keys(b).length && ka.every((k) => k in b && deepEqual(a[k], b[k]));
+    return ka.length === Object.keys(b).length && ka.every((k) => hasOwn(b, k) && deepEqual(a[k], b[k]));
   }
   return false;
 }
@@ -42,6 +42,11 @@ export const path = {
 /** The `type` keyword when it is a single string; anything else counts as "no type". */
 export function typeOf(s: any): string {
   return isObject(s) && typeof s.type === 'string' ? s.type : '';
+}
+
+/** `default: null` decodes to "no default" upstream (JSON{Object: nil}). */
+export function hasDefault(s: Record<string, any>): boolean {
+  return s.default !== undefined && s.default !== null;
 }
 
 export function hasOwn(o: object, k: string): boolean {

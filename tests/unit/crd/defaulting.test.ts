@@ -104,3 +104,10 @@ describe('applyDefaults', () => {
     expect(out.spec).toEqual({ replicas: 1 });
   });
 });
+
+describe('applyDefaults with property names found on Object.prototype', () => {
+  it('still defaults a missing "constructor" or "toString" property', () => {
+    const schema = specSchema({ constructor: { type: 'string', default: 'c' }, toString: { type: 'string', default: 't' } });
+    expect(defaults(schema, widget({})).spec).toEqual({ constructor: 'c', toString: 't' });
+  });
+});

@@ -89,3 +89,10 @@ describe('openApiSchemaFor', () => {
     expect(openApiSchemaFor(two, 'v2')['x-kubernetes-group-version-kind'][0].version).toBe('v2');
   });
 });
+
+describe('evalJsonPath and inherited properties', () => {
+  it('does not see Object.prototype members', () => {
+    expect(evalJsonPath({ spec: {} }, '.spec.constructor')).toBeUndefined();
+    expect(evalJsonPath({ spec: {} }, '.spec.toString')).toBeUndefined();
+  });
+});
