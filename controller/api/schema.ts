@@ -1,0 +1,375 @@
+/**
+ * The kubevm.dev/v1alpha1 API, written once. Each kind's fields are an
+ * OpenAPI v3 structural schema; the CRDs (controller/manifests/crds.yaml), the
+ * TypeScript types (types.generated.ts) and the field tables of the docs are
+ * generated from here by `npm run gen` (scripts/gen-api.ts), and a test fails
+ * when a generated file is stale.
+ *
+ * `x-kubevm-update` classifies every VirtualMachine spec field: `live` (applied
+ * to a running VM), `restart` (takes effect at the next start; the VM gets
+ * RestartRequired) or `replace` (cannot change). Adding or removing a disk,
+ * an interface or a ContainerPath filesystem is live.
+ */
+export const GROUP = 'kubevm.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+type Schema = Record<string, any>;
+
+const str = (description: string, extra: Schema = {}): Schema => ({ type: 'string', description, ...extra });
+const int = (description: string, extra: Schema = {}): Schema => ({ type: 'integer', description, ...extra });
+const bool = (description: string, extra: Schema = {}): Schema => ({ type: 'boolean', description, ...extra });
+const obj = (description: string, properties: Record<string, Schema>, extra: Schema = {}): Schema => ({
+  type: 'object',
+  description,
+  properties,
+  ...extra,
+});
+const mapList = (description: string, items: Schema, key = 'name', extra: Schema = {}): Schema => ({
+  type: 'array',
+  description,
+  items,
+  'x-kubernetes-list-type': 'map',
+  'x-kubernetes-list-map-keys': [key],
+  ...extra,
+});
+const live = (s: Schema): Schema => ({ ...s, 'x-kubevm-update': 'live' });
+const restart = (s: Schema): Schema => ({ ...s, 'x-kubevm-update': 'restart' });
+
+/** Kubernetes-style names and quantities. */
+export const NAME_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
+export const QUANTITY_PATTERN = '^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$';
+const MAC_PATTERN = '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$';
+
+const condition = obj(
+  'A condition in the Kubernetes shape.',
+  {
+    type: str('Condition type, e.g. Ready.'),
+    status: str('True, False or Unknown.', { enum: ['True', 'False', 'Unknown'] }),
+    reason: str('One-word CamelCase reason.'),
+    message: str('Human-readable detail.'),
+    lastTransitionTime: str('When the status last changed.', { format: 'date-time' }),
+    lastProbeTime: str('When the condition was last checked.', { format: 'date-time' }),
+  },
+  { required: ['type', 'status'] },
+);
+const conditions = mapList('Current conditions.', condition, 'type');
+
+const secretKeyRef = obj(
+  'A key of a Secret in the same namespace.',
+  { name: str('Secret name.', { pattern: NAME_PATTERN }), key: str('Key in the Secret.', { default: 'userdata' }) },
+  { required: ['name'] },
+);
+
+const disk = obj(
+  'A disk of the VM, backed by a Volume in the same namespace.',
+  {
+    name: str('Disk name, unique in the VM; also the device serial the guest sees.', { pattern: NAME_PATTERN, maxLength: 20 }),
+    volume: str('Name of the Volume that backs this disk.', { pattern: NAME_PATTERN }),
+    bus: str('Device bus. virtio disks can be attached and detached while the VM runs.', {
+      enum: ['virtio', 'sata', 'scsi'],
+      default: 'virtio',
+    }),
+    bootOrder: int('Boot priority; lower boots first.', { minimum: 1 }),
+    readOnly: bool('Attach the disk read-only.', { default: false }),
+  },
+  { required: ['name', 'volume'] },
+);
+
+const port = obj(
+  'A port forwarded from the node to the guest (pod networks).',
+  {
+    name: str('Port name.'),
+    port: int('Guest port (and node port when nodePort is not set).', { minimum: 1, maximum: 65535 }),
+    nodePort: int('Port on the node (loopback) that forwards to the guest port.', { minimum: 1, maximum: 65535 }),
+    protocol: str('Protocol.', { enum: ['TCP', 'UDP'], default: 'TCP' }),
+  },
+  { required: ['port'] },
+);
+
+const iface = obj(
+  'A network interface of the VM, attached to a Network in the same namespace.',
+  {
+    name: str('Interface name, unique in the VM.', { pattern: NAME_PATTERN, maxLength: 15 }),
+    network: str('Name of the Network this interface attaches to. Changing it on a running VM re-targets the NIC live where the backend can.', {
+      pattern: NAME_PATTERN,
+    }),
+    model: str('NIC model presented to the guest.', { enum: ['virtio', 'e1000e', 'e1000', 'rtl8139'], default: 'virtio' }),
+    macAddress: str('MAC address; generated from the VM uid when empty.', { pattern: MAC_PATTERN }),
+    ports: mapList('Ports forwarded to the guest (pod networks only).', port, 'port'),
+  },
+  { required: ['name', 'network'] },
+);
+
+const filesystem = obj(
+  'A directory of the node shared read-only into the guest (KubeVirt ContainerPath). The guest mounts it by its name as the tag.',
+  {
+    name: str('Filesystem name; the mount tag in the guest.', { pattern: NAME_PATTERN, maxLength: 31 }),
+    containerPath: obj(
+      'Where the files come from.',
+      {
+        path: str('Absolute path on the node; must lie under one of the agent\'s allowed roots, without `..` or symlink escapes.', {
+          maxLength: 4096,
+          pattern: '^/',
+        }),
+        readOnly: bool('Must be true: write access is not supported.', { default: true, enum: [true] }),
+      },
+      { required: ['path'] },
+    ),
+  },
+  { required: ['name', 'containerPath'] },
+);
+
+const cloudInit = obj('cloud-init NoCloud data for the guest.', {
+  userData: str('Inline user data (a #cloud-config document or a script). Stored in the VM object: use userDataSecretRef for secrets.'),
+  userDataSecretRef: secretKeyRef,
+  networkData: str('Inline network-config (v1 or v2).'),
+  networkDataSecretRef: secretKeyRef,
+  hostname: str('Guest hostname; defaults to the VM name.'),
+});
+
+/** The part of a VM spec that describes the machine; a VirtualMachineInstance carries a copy. */
+const vmTemplateProperties: Record<string, Schema> = {
+  backend: restart(str('HAL backend that runs the VM (qemu or sim).', { enum: ['qemu', 'sim'], default: 'qemu' })),
+  cpu: restart(
+    obj('Virtual CPU topology.', {
+      sockets: int('Sockets.', { minimum: 1, maximum: 16, default: 1 }),
+      cores: int('Cores per socket.', { minimum: 1, maximum: 64, default: 1 }),
+      threads: int('Threads per core.', { minimum: 1, maximum: 2, default: 1 }),
+    }),
+  ),
+  memory: restart(str('Guest memory, a Kubernetes quantity such as 256Mi or 2Gi.', { pattern: QUANTITY_PATTERN, default: '128Mi' })),
+  machine: restart(str('QEMU machine type.', { enum: ['q35', 'pc'], default: 'q35' })),
+  firmware: restart(
+    obj('How the guest boots.', {
+      bootloader: str('Firmware.', { enum: ['bios', 'efi'], default: 'bios' }),
+      kernel: obj(
+        'Direct kernel boot: paths on the node, under the agent\'s allowed roots.',
+        {
+          kernelPath: str('Kernel image.', { pattern: '^/' }),
+          initrdPath: str('Initial ramdisk.', { pattern: '^/' }),
+          cmdline: str('Kernel command line.'),
+        },
+        { required: ['kernelPath'] },
+      ),
+    }),
+  ),
+  disks: live(mapList('Disks. Adding or removing a virtio disk is applied live.', disk)),
+  interfaces: live(mapList('Network interfaces. Adding or removing one, or changing its network, is applied live.', iface)),
+  filesystems: live(mapList('ContainerPath filesystems. Adding one is applied live.', filesystem)),
+  cloudInit: restart(cloudInit),
+  nodeSelector: restart({
+    type: 'object',
+    description: 'Labels a Node must carry to run the VM.',
+    additionalProperties: { type: 'string' },
+  }),
+  terminationGracePeriodSeconds: live(int('Seconds the guest gets to shut down after an ACPI power-off before it is stopped hard.', { minimum: 0, default: 30 })),
+};
+
+const vmSpec = obj(
+  'Desired state of a virtual machine.',
+  {
+    runStrategy: live(
+      str('When the VM runs: Always, Halted, Manual (started and stopped by request), RerunOnFailure, Once.', {
+        enum: ['Always', 'Halted', 'Manual', 'RerunOnFailure', 'Once'],
+        default: 'Always',
+      }),
+    ),
+    updatePolicy: live(
+      str('What happens when a change needs a restart: Manual leaves the VM running with RestartRequired; Restart restarts it.', {
+        enum: ['Manual', 'Restart'],
+        default: 'Manual',
+      }),
+    ),
+    ...vmTemplateProperties,
+  },
+);
+
+const ifaceStatus = obj('An interface as the guest and the node see it.', {
+  name: str('Interface name.'),
+  network: str('Network it is attached to.'),
+  macAddress: str('MAC address.'),
+  ipAddress: str('Guest IPv4 address, when known.'),
+}, { required: ['name'] });
+
+const vmStatus = obj('Observed state of a virtual machine.', {
+  printableStatus: str('KubeVirt-style summary.', {
+    enum: ['Stopped', 'Provisioning', 'Starting', 'Running', 'Paused', 'Stopping', 'Terminating', 'CrashLoopBackOff', 'Migrating', 'Unknown', 'ErrorUnschedulable', 'WaitingForVolume'],
+  }),
+  conditions,
+  ready: bool('The guest is running and ready.'),
+  created: bool('An instance exists.'),
+  node: str('Node running the current instance.'),
+  instanceUID: str('uid of the current VirtualMachineInstance.'),
+  interfaces: mapList('Interfaces of the running instance.', ifaceStatus),
+  observedGeneration: int('The spec generation this status reflects.'),
+  startFailure: obj('Consecutive start failures (RerunOnFailure and Always back off).', {
+    consecutiveFailCount: int('Failures in a row.'),
+    lastFailedAt: str('Time of the last failure.', { format: 'date-time' }),
+    retryAfter: str('No new instance before this time.', { format: 'date-time' }),
+  }),
+  restartRequiredFields: { type: 'array', items: { type: 'string' }, description: 'Spec fields changed since the instance started that need a restart.' },
+  runStrategy: str('The run strategy the controller acted on.'),
+});
+
+const vmiSpec = obj(
+  'One run of a VM: a copy of the VM spec at start, plus where it runs.',
+  {
+    ...vmTemplateProperties,
+    nodeName: str('Node the instance is scheduled to.'),
+    volumes: mapList(
+      'Resolved volumes: the disk files on the node.',
+      obj('A resolved disk.', { name: str('Disk name.'), path: str('File on the node.'), format: str('qcow2 or raw.') }, { required: ['name'] }),
+    ),
+    networks: mapList(
+      'Resolved networks.',
+      obj('A resolved network.', { name: str('Network name.'), type: str('pod, bridge or user.'), bridge: str('Linux bridge on the node.'), vlan: int('VLAN id.') }, { required: ['name'] }),
+    ),
+  },
+);
+
+const vmiStatus = obj('Observed state of an instance, written by the node agent.', {
+  phase: str('Instance phase.', { enum: ['Pending', 'Scheduling', 'Scheduled', 'Running', 'Succeeded', 'Failed', 'Unknown'] }),
+  reason: str('Why the instance is in this phase.'),
+  message: str('Detail.'),
+  nodeName: str('Node running the instance.'),
+  conditions,
+  interfaces: mapList('Interfaces as seen from the node and guest.', ifaceStatus),
+  pid: int('Hypervisor process id on the node.'),
+  startedAt: str('When the hypervisor started.', { format: 'date-time' }),
+  guestReadyAt: str('When the guest reported ready.', { format: 'date-time' }),
+  consoleLog: str('Serial console log file on the node.'),
+  attached: obj('Devices attached live since start.', {
+    disks: { type: 'array', items: { type: 'string' }, description: 'Disk names.' },
+    interfaces: { type: 'array', items: { type: 'string' }, description: 'Interface names.' },
+    filesystems: { type: 'array', items: { type: 'string' }, description: 'Filesystem names.' },
+  }),
+});
+
+const volumeSpec = obj('A disk image on node storage.', {
+  size: str('Size of a blank volume, or the minimum size of an imported or cloned one.', { pattern: QUANTITY_PATTERN }),
+  format: str('Image format on the node.', { enum: ['qcow2', 'raw'], default: 'qcow2' }),
+  source: obj('Where the content comes from; exactly one of blank, image, clone.', {
+    blank: obj('An empty disk of spec.size.', {}),
+    image: obj('Import an image file from the node.', { path: str('Absolute path on the node, under the agent\'s allowed roots.', { pattern: '^/' }), format: str('Source format.', { enum: ['qcow2', 'raw'] }) }, { required: ['path'] }),
+    clone: obj('Copy another Volume in the same namespace.', { volume: str('Source Volume name.', { pattern: NAME_PATTERN }) }, { required: ['volume'] }),
+  }),
+  nodeName: str('Node that holds the volume; chosen by the controller when empty.'),
+});
+
+const volumeStatus = obj('Observed state of a volume.', {
+  phase: str('Volume phase.', { enum: ['Pending', 'Provisioning', 'Ready', 'Failed'] }),
+  message: str('Detail when Failed.'),
+  path: str('File on the node.'),
+  nodeName: str('Node holding the file.'),
+  actualSize: int('Bytes used on the node.'),
+  virtualSize: int('Size the guest sees, in bytes.'),
+  usedBy: { type: 'array', items: { type: 'string' }, description: 'VMs using the volume.' },
+  conditions,
+});
+
+const networkSpec = obj('A network VMs attach to.', {
+  type: str('pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on the node; user: QEMU user networking.', {
+    enum: ['pod', 'bridge', 'user'],
+    default: 'pod',
+  }),
+  bridge: obj('Settings for type bridge.', {
+    vlan: int('VLAN id on the bridge.', { minimum: 1, maximum: 4094 }),
+    cidr: str('Address range for the guests (informational; guests get addresses from their own DHCP or cloud-init).'),
+  }),
+});
+
+const networkStatus = obj('Observed state of a network.', {
+  phase: str('Network phase.', { enum: ['Pending', 'Ready', 'Failed'] }),
+  bridgeName: str('Linux bridge used on each node (type bridge).'),
+  attachedInterfaces: int('Interfaces attached across the cluster.'),
+  conditions,
+});
+
+export interface KindDef {
+  kind: string;
+  plural: string;
+  singular: string;
+  shortNames: string[];
+  categories: string[];
+  description: string;
+  spec: Schema;
+  status: Schema;
+  printerColumns: { name: string; type: string; jsonPath: string; priority?: number; description?: string }[];
+  /** Fields whose change needs a new object. */
+  required?: string[];
+}
+
+const age = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+
+export const KINDS: KindDef[] = [
+  {
+    kind: 'VirtualMachine',
+    plural: 'virtualmachines',
+    singular: 'virtualmachine',
+    shortNames: ['vm', 'vms'],
+    categories: ['all', 'kubevm'],
+    description: 'A virtual machine: what to run and when. The controller creates a VirtualMachineInstance for each run.',
+    spec: vmSpec,
+    status: vmStatus,
+    printerColumns: [
+      age,
+      { name: 'Status', type: 'string', jsonPath: '.status.printableStatus' },
+      { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: 'Node', type: 'string', jsonPath: '.status.node' },
+      { name: 'IP', type: 'string', jsonPath: '.status.interfaces[0].ipAddress' },
+      { name: 'Restart', type: 'string', jsonPath: '.status.conditions[?(@.type=="RestartRequired")].status', priority: 1 },
+    ],
+  },
+  {
+    kind: 'VirtualMachineInstance',
+    plural: 'virtualmachineinstances',
+    singular: 'virtualmachineinstance',
+    shortNames: ['vmi', 'vmis'],
+    categories: ['all', 'kubevm'],
+    description: 'One running incarnation of a VirtualMachine, created and deleted by the controller and run by a node agent.',
+    spec: vmiSpec,
+    status: vmiStatus,
+    printerColumns: [
+      age,
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'IP', type: 'string', jsonPath: '.status.interfaces[0].ipAddress' },
+      { name: 'NodeName', type: 'string', jsonPath: '.status.nodeName' },
+      { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: 'PID', type: 'integer', jsonPath: '.status.pid', priority: 1 },
+    ],
+  },
+  {
+    kind: 'Volume',
+    plural: 'volumes',
+    singular: 'volume',
+    shortNames: ['vol'],
+    categories: ['kubevm'],
+    description: 'A disk on node storage: blank, imported from an image file, or cloned from another Volume.',
+    spec: volumeSpec,
+    status: volumeStatus,
+    printerColumns: [
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Size', type: 'string', jsonPath: '.spec.size' },
+      { name: 'Format', type: 'string', jsonPath: '.spec.format' },
+      { name: 'Node', type: 'string', jsonPath: '.status.nodeName' },
+      age,
+    ],
+  },
+  {
+    kind: 'Network',
+    plural: 'networks',
+    singular: 'network',
+    shortNames: ['vmnet'],
+    categories: ['kubevm'],
+    description: 'A network for VM interfaces: pod (passt), bridge, or user.',
+    spec: networkSpec,
+    status: networkStatus,
+    printerColumns: [
+      { name: 'Type', type: 'string', jsonPath: '.spec.type' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Bridge', type: 'string', jsonPath: '.status.bridgeName' },
+      age,
+    ],
+  },
+];
