@@ -207,6 +207,7 @@ const vmStatus = obj('Observed state of a virtual machine.', {
     consecutiveFailCount: int('Failures in a row.'),
     lastFailedAt: str('Time of the last failure.', { format: 'date-time' }),
     retryAfter: str('No new instance before this time.', { format: 'date-time' }),
+    lastInstance: str('uid of the failed instance counted last.'),
   }),
   restartRequiredFields: { type: 'array', items: { type: 'string' }, description: 'Spec fields changed since the instance started that need a restart.' },
   runStrategy: str('The run strategy the controller acted on.'),

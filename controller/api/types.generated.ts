@@ -173,6 +173,8 @@ export type VirtualMachineStatus = {
     lastFailedAt?: string;
     /** No new instance before this time. */
     retryAfter?: string;
+    /** uid of the failed instance counted last. */
+    lastInstance?: string;
   };
   /** Spec fields changed since the instance started that need a restart. */
   restartRequiredFields?: Array<string>;

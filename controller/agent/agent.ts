@@ -1,0 +1,344 @@
+import * as os from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
+import type { Backend, VmSpec, VmStatus } from '../hal/types';
+import { missingCapabilities } from '../hal/capabilities';
+import { GVR, Kube, isConflict, isNotFound } from '../runtime/kube';
+import { WorkQueue } from '../runtime/queue';
+import { Store, key } from '../controller/caches';
+import { AGENT_FINALIZER, setCondition } from '../controller/vm';
+import { recordEvent } from '../controller/events';
+import { parseQuantity } from '../controller/scheduler';
+import { VolumeProvisioner } from './volumes';
+
+/**
+ * The node agent: registers its Node (capacity, labels, the backend's
+ * capabilities), heartbeats with a Lease, runs the instances bound to its
+ * node through the HAL, reports their status, applies live changes
+ * (hot-plug), adopts VMs a previous agent process left running, removes
+ * orphans, and provisions the Volumes placed on its node.
+ */
+export interface AgentOptions {
+  nodeName: string;
+  backend: Backend;
+  /** Where Volumes' files live on this node. */
+  volumeDir: string;
+  /** Directories ContainerPath shares and image imports may come from. */
+  allowedRoots: string[];
+  cpu?: number;
+  memoryBytes?: number;
+  labels?: Record<string, string>;
+  leaseSeconds?: number;
+  log?: (line: string) => void;
+}
+
+const NODE_LEASE_NS = 'kube-node-lease';
+
+export class Agent {
+  readonly vmis: Store;
+  readonly volumes: Store;
+  readonly queue: WorkQueue;
+  private readonly provisioner: VolumeProvisioner;
+  private readonly uidToKey = new Map<string, string>();
+  /** The spec each running VM was started with plus what was hot-plugged since. */
+  private readonly applied = new Map<string, VmSpec>();
+  private heartbeat?: NodeJS.Timeout;
+  private unobserve: () => void = () => {};
+  private readonly log: (line: string) => void;
+
+  constructor(
+    private readonly kube: Kube,
+    private readonly opts: AgentOptions,
+  ) {
+    this.log = opts.log ?? (() => {});
+    this.vmis = new Store(kube.informer(GVR.vmi));
+    this.volumes = new Store(kube.informer(GVR.volume));
+    this.queue = new WorkQueue(`agent/${opts.nodeName}`, (k) => this.reconcile(k), 4, this.log);
+    this.provisioner = new VolumeProvisioner(kube, opts.nodeName, opts.volumeDir, opts.allowedRoots, this.volumes, this.log);
+    for (const ev of ['add', 'update', 'delete'] as const) {
+      this.vmis.inf.on(ev, (o: any) => {
+        if (o.spec?.nodeName !== opts.nodeName) return;
+        this.uidToKey.set(o.metadata.uid, key(o));
+        this.queue.add(key(o));
+      });
+      this.volumes.inf.on(ev, (o: any) => {
+        if (o.status?.nodeName === opts.nodeName) this.provisioner.queue.add(key(o));
+      });
+    }
+  }
+
+  get nodeName(): string {
+    return this.opts.nodeName;
+  }
+
+  async start(): Promise<void> {
+    await this.register();
+    await this.renewLease();
+    this.heartbeat = setInterval(() => void this.renewLease().catch((e) => this.log(`lease: ${e.message}`)), ((this.opts.leaseSeconds ?? 40) * 1000) / 4);
+    this.heartbeat.unref();
+    this.unobserve = this.opts.backend.observe((s) => {
+      const k = this.uidToKey.get(s.uid);
+      if (k) this.queue.add(k);
+    });
+    await this.vmis.inf.start();
+    await this.volumes.inf.start();
+    await this.adoptOrRemove();
+  }
+
+  /** Stops reconciling and lets go of the VMs without stopping them (they stay adoptable). */
+  async stop(): Promise<void> {
+    clearInterval(this.heartbeat);
+    this.unobserve();
+    this.queue.stop();
+    this.provisioner.queue.stop();
+    await this.vmis.inf.stop();
+    await this.volumes.inf.stop();
+    await this.opts.backend.close();
+  }
+
+  private async register(): Promise<void> {
+    const b = this.opts.backend;
+    const cpu = this.opts.cpu ?? os.cpus().length;
+    const mem = this.opts.memoryBytes ?? os.totalmem();
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const labels = {
+      'kubernetes.io/hostname': this.opts.nodeName,
+      'kubernetes.io/os': 'linux',
+      'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch,
+      'kubevm.dev/node': 'true',
+      [`kubevm.dev/backend-${b.name}`]: 'true',
+      ...(this.opts.labels ?? {}),
+    };
+    const annotations = { 'kubevm.dev/backends': b.name, 'kubevm.dev/capabilities': b.capabilities().join(',') };
+    const existing = await this.kube.tryGet(GVR.node, undefined, this.opts.nodeName);
+    if (!existing) {
+      await this.kube.create(GVR.node, undefined, { apiVersion: 'v1', kind: 'Node', metadata: { name: this.opts.nodeName, labels, annotations } });
+    } else {
+      await this.kube.mergePatch(GVR.node, undefined, this.opts.nodeName, { metadata: { labels, annotations } });
+    }
+    const quantity = { cpu: String(cpu), memory: `${Math.floor(mem / 1024 / 1024)}Mi`, pods: '110' };
+    await this.kube.mergePatch(
+      GVR.node,
+      undefined,
+      this.opts.nodeName,
+      {
+        status: {
+          capacity: quantity,
+          allocatable: quantity,
+          conditions: [{ type: 'Ready', status: 'True', reason: 'KubevmAgentReady', message: `kubevm agent with the ${b.name} backend is ready`, lastHeartbeatTime: now, lastTransitionTime: now }],
+          nodeInfo: { kubeletVersion: 'kubevm-agent', osImage: os.version(), kernelVersion: os.release(), operatingSystem: 'linux', architecture: labels['kubernetes.io/arch'], containerRuntimeVersion: `kubevm-${b.name}` },
+          addresses: [{ type: 'Hostname', address: this.opts.nodeName }, { type: 'InternalIP', address: '127.0.0.1' }],
+        },
+      },
+      'status',
+    );
+  }
+
+  private async renewLease(): Promise<void> {
+    const now = new Date().toISOString().replace('Z', '000Z');
+    const spec = { holderIdentity: this.opts.nodeName, leaseDurationSeconds: this.opts.leaseSeconds ?? 40, renewTime: now };
+    try {
+      await this.kube.mergePatch(GVR.lease, NODE_LEASE_NS, this.opts.nodeName, { spec });
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      await this.kube.create(GVR.lease, NODE_LEASE_NS, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.opts.nodeName }, spec: { ...spec, acquireTime: now } });
+    }
+  }
+
+  /** After a restart: VMs the backend knows and a VMI still wants are adopted; the rest are orphans. */
+  private async adoptOrRemove(): Promise<void> {
+    const wanted = new Map<string, any>();
+    for (const v of this.vmis.list()) if (v.spec?.nodeName === this.opts.nodeName) wanted.set(v.metadata.uid, v);
+    for (const uid of await this.opts.backend.discover()) {
+      const vmi = wanted.get(uid);
+      if (vmi && !vmi.metadata.deletionTimestamp && !['Succeeded', 'Failed'].includes(vmi.status?.phase)) {
+        const s = await this.opts.backend.adopt(uid).catch((e) => {
+          this.log(`adopt ${uid}: ${e.message}`);
+          return undefined;
+        });
+        if (s) {
+          this.log(`adopted ${key(vmi)} (pid ${s.pid})`);
+          continue;
+        }
+      }
+      this.log(`removing orphan VM state ${uid}`);
+      await this.opts.backend.kill(uid).catch(() => undefined);
+      await this.opts.backend.cleanup(uid).catch((e) => this.log(`cleanup ${uid}: ${e.message}`));
+    }
+    for (const k of new Set(this.uidToKey.values())) this.queue.add(k);
+  }
+
+  private async reconcile(k: string): Promise<void> {
+    const vmi = this.vmis.get(k);
+    if (!vmi || vmi.spec?.nodeName !== this.opts.nodeName) return;
+    const b = this.opts.backend;
+    const uid = vmi.metadata.uid;
+    let s = b.status(uid);
+    if (vmi.metadata.deletionTimestamp) {
+      if (s && !ended(s)) {
+        await recordEvent(this.kube, vmi, 'Normal', 'Stopping', 'stopping the guest', `kubevm-agent/${this.opts.nodeName}`);
+        await b.stop(uid, { graceMs: (vmi.spec.terminationGracePeriodSeconds ?? 30) * 1000 });
+      }
+      if (b.status(uid)) await b.cleanup(uid);
+      this.applied.delete(uid);
+      const fin = (vmi.metadata.finalizers ?? []).filter((f: string) => f !== AGENT_FINALIZER);
+      if (fin.length !== (vmi.metadata.finalizers ?? []).length)
+        await this.kube.mergePatch(GVR.vmi, vmi.metadata.namespace, vmi.metadata.name, { metadata: { finalizers: fin.length ? fin : null, resourceVersion: vmi.metadata.resourceVersion } }).catch(ignoreGone);
+      return;
+    }
+    const phase = vmi.status?.phase;
+    if (phase === 'Succeeded' || phase === 'Failed') return;
+    if (!s) {
+      if (phase === 'Running') return this.writeStatus(vmi, { phase: 'Failed', reason: 'Lost', message: 'the node agent has no record of this VM (it was not adoptable after an agent restart)' });
+      let spec: VmSpec;
+      try {
+        spec = await this.toHalSpec(vmi);
+      } catch (e) {
+        return this.writeStatus(vmi, { phase: 'Failed', reason: 'InvalidSpec', message: (e as Error).message });
+      }
+      const missing = missingCapabilities(b, spec);
+      if (missing.length) return this.writeStatus(vmi, { phase: 'Failed', reason: 'Unsupported', message: missing.join('; ') });
+      await this.writeStatus(vmi, { phase: 'Scheduled', nodeName: this.opts.nodeName });
+      try {
+        s = await b.start(spec);
+        this.applied.set(uid, spec);
+        await recordEvent(this.kube, vmi, 'Normal', 'Started', `started on ${this.opts.nodeName}${s.pid ? ` (pid ${s.pid})` : ''}`, `kubevm-agent/${this.opts.nodeName}`);
+      } catch (e) {
+        await recordEvent(this.kube, vmi, 'Warning', 'StartFailed', (e as Error).message, `kubevm-agent/${this.opts.nodeName}`);
+        const after = b.status(uid);
+        if (after) await b.cleanup(uid).catch(() => undefined);
+        return this.writeStatus(vmi, { phase: 'Failed', reason: 'StartFailed', message: (e as Error).message });
+      }
+    } else if (!ended(s)) {
+      await this.applyLiveChanges(vmi, s);
+      s = b.status(uid) ?? s;
+    }
+    await this.writeStatus(vmi, this.statusFrom(vmi, s));
+  }
+
+  /** Hot-plug: disks, NICs and filesystems in the spec but not in the running VM, and the reverse. */
+  private async applyLiveChanges(vmi: any, s: VmStatus): Promise<void> {
+    const b = this.opts.backend;
+    const want = await this.toHalSpec(vmi);
+    const have = this.applied.get(s.uid);
+    if (!have) {
+      this.applied.set(s.uid, want); // adopted: it runs what its spec says
+      return;
+    }
+    for (const d of want.disks) if (!have.disks.some((x) => x.name === d.name)) await b.attachDisk(s.uid, d);
+    for (const d of have.disks) if (!want.disks.some((x) => x.name === d.name)) await b.detachDisk(s.uid, d.name);
+    for (const n of want.nics) if (!have.nics.some((x) => x.name === n.name)) await b.attachNic(s.uid, n);
+    for (const n of have.nics) if (!want.nics.some((x) => x.name === n.name)) await b.detachNic(s.uid, n.name);
+    for (const f of want.filesystems) if (!have.filesystems.some((x) => x.tag === f.tag)) await b.mountPath(s.uid, f);
+    // Filesystems cannot be unplugged: a removed one stays until the next start.
+    this.applied.set(s.uid, { ...want, filesystems: [...want.filesystems, ...have.filesystems.filter((f) => !want.filesystems.some((x) => x.tag === f.tag))] });
+  }
+
+  private statusFrom(vmi: any, s: VmStatus): any {
+    const phase = s.phase === 'Succeeded' ? 'Succeeded' : s.phase === 'Failed' ? 'Failed' : s.phase === 'Starting' ? 'Scheduled' : 'Running';
+    const status: any = {
+      phase,
+      nodeName: this.opts.nodeName,
+      reason: s.reason,
+      message: s.message,
+      pid: s.pid,
+      startedAt: s.qmpReadyAt ? iso(s.qmpReadyAt) : iso(s.createdAt),
+      guestReadyAt: s.guestReadyAt ? iso(s.guestReadyAt) : undefined,
+      consoleLog: s.consoleLog,
+      interfaces: s.interfaces.map((i) => ({
+        name: i.name,
+        network: (vmi.spec.interfaces ?? []).find((x: any) => x.name === i.name)?.network,
+        macAddress: i.mac,
+        ...(i.ip ? { ipAddress: i.ip } : {}),
+      })),
+      conditions: vmi.status?.conditions ?? [],
+    };
+    const now = Date.now();
+    const ready = phase === 'Running' && !!s.guestReadyAt && s.phase !== 'Paused';
+    setCondition(status, 'Ready', ready ? 'True' : 'False', ready ? 'GuestReady' : s.phase === 'Paused' ? 'Paused' : phase === 'Running' ? 'GuestBooting' : phase, '', now);
+    setCondition(status, 'Paused', s.phase === 'Paused' ? 'True' : 'False', s.phase === 'Paused' ? 'PausedByUser' : 'NotPaused', '', now);
+    for (const k of Object.keys(status)) if (status[k] === undefined) delete status[k];
+    return status;
+  }
+
+  private async writeStatus(vmi: any, status: any): Promise<void> {
+    const merged = { ...(vmi.status ?? {}), ...status };
+    if (status.phase === 'Failed' && !status.conditions) setCondition(merged, 'Ready', 'False', status.reason ?? 'Failed', status.message ?? '', Date.now());
+    if (isDeepStrictEqual(stripTimes(merged), stripTimes(vmi.status ?? {}))) return;
+    try {
+      await this.kube.updateStatus(GVR.vmi, { ...vmi, status: merged });
+    } catch (e) {
+      if (isConflict(e)) {
+        this.queue.addAfter(key(vmi), 50);
+        return;
+      }
+      ignoreGone(e);
+    }
+  }
+
+  /** Maps a VirtualMachineInstance onto the HAL's plain spec, resolving Secrets for cloud-init. */
+  async toHalSpec(vmi: any): Promise<VmSpec> {
+    const s = vmi.spec;
+    const ns = vmi.metadata.namespace;
+    const vols = new Map<string, any>((s.volumes ?? []).map((v: any) => [v.name, v]));
+    const nets = new Map<string, any>((s.networks ?? []).map((n: any) => [n.name, n]));
+    const spec: VmSpec = {
+      name: vmi.metadata.name,
+      uid: vmi.metadata.uid,
+      cpu: { sockets: s.cpu?.sockets ?? 1, cores: s.cpu?.cores ?? 1, threads: s.cpu?.threads ?? 1 },
+      memoryMiB: Math.round(parseQuantity(s.memory ?? '128Mi') / 1024 / 1024),
+      disks: (s.disks ?? []).map((d: any) => {
+        const v = vols.get(d.name);
+        if (!v?.path) throw new Error(`disk ${d.name}: volume ${d.volume} has no file on this node yet`);
+        return { name: d.name, path: v.path, format: v.format ?? 'qcow2', bus: d.bus === 'sata' ? 'sata' : 'virtio', readOnly: !!d.readOnly, ...(d.bootOrder ? { bootOrder: d.bootOrder } : {}) };
+      }),
+      nics: (s.interfaces ?? []).map((i: any) => {
+        const n = nets.get(i.network);
+        if (!n) throw new Error(`interface ${i.name}: network ${i.network} is not resolved`);
+        return {
+          name: i.name,
+          network: n.type,
+          ...(n.bridge ? { bridge: n.bridge } : {}),
+          ...(i.macAddress ? { mac: i.macAddress } : {}),
+          model: i.model === 'e1000e' ? 'e1000e' : 'virtio',
+          portForwards: (i.ports ?? []).map((p: any) => ({ protocol: (p.protocol ?? 'TCP').toLowerCase(), port: p.port, ...(p.nodePort ? { hostPort: p.nodePort } : {}) })),
+        };
+      }),
+      filesystems: (s.filesystems ?? []).map((f: any) => ({ tag: f.name, hostPath: f.containerPath.path, readOnly: true })),
+    };
+    if (s.firmware?.kernel) spec.kernel = { kernel: s.firmware.kernel.kernelPath, initrd: s.firmware.kernel.initrdPath, cmdline: s.firmware.kernel.cmdline };
+    if (s.cloudInit) {
+      const ci = s.cloudInit;
+      spec.cloudInit = {
+        hostname: ci.hostname ?? vmi.metadata.name,
+        userData: ci.userData ?? (ci.userDataSecretRef ? await this.secretValue(ns, ci.userDataSecretRef) : undefined),
+        networkData: ci.networkData ?? (ci.networkDataSecretRef ? await this.secretValue(ns, ci.networkDataSecretRef) : undefined),
+      };
+    }
+    return spec;
+  }
+
+  private async secretValue(ns: string, ref: { name: string; key?: string }): Promise<string> {
+    const secret = await this.kube.tryGet(GVR.secret, ns, ref.name);
+    const k = ref.key ?? 'userdata';
+    if (!secret) throw new Error(`Secret ${ref.name} not found`);
+    if (secret.stringData?.[k] !== undefined) return secret.stringData[k];
+    if (secret.data?.[k] === undefined) throw new Error(`Secret ${ref.name} has no key ${k}`);
+    return Buffer.from(secret.data[k], 'base64').toString('utf8');
+  }
+}
+
+function ended(s: VmStatus): boolean {
+  return s.phase === 'Succeeded' || s.phase === 'Failed';
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+function stripTimes(s: any): any {
+  return { ...s, conditions: (s.conditions ?? []).map((c: any) => ({ ...c, lastTransitionTime: undefined })) };
+}
+
+function ignoreGone(e: unknown): void {
+  if (!isNotFound(e) && !isConflict(e)) throw e;
+}

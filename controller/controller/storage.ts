@@ -1,0 +1,117 @@
+import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
+import { GVR, Kube, isConflict, isNotFound } from '../runtime/kube';
+import { Result } from '../runtime/queue';
+import { Caches } from './caches';
+import { recordEvent } from './events';
+
+/**
+ * Volume and Network reconcilers (the controller's half; agents create the
+ * files and bridges on their nodes). A Volume is placed on a node and is
+ * protected by a finalizer while any VirtualMachine refers to it.
+ */
+export const VOLUME_PROTECTION = 'kubevm.dev/volume-protection';
+export const VOLUME_STORAGE = 'kubevm.dev/volume-storage';
+
+export function usersOf(caches: Caches, ns: string, volume: string): string[] {
+  const out: string[] = [];
+  for (const vm of caches.vms.list())
+    if (vm.metadata.namespace === ns && (vm.spec.disks ?? []).some((d: any) => d.volume === volume)) out.push(vm.metadata.name);
+  return out.sort();
+}
+
+export class VolumeReconciler {
+  constructor(
+    private readonly kube: Kube,
+    private readonly caches: Caches,
+  ) {}
+
+  async reconcile(k: string): Promise<Result | void> {
+    const v = this.caches.volumes.get(k);
+    if (!v) return;
+    const ns = v.metadata.namespace;
+    const name = v.metadata.name;
+    const users = usersOf(this.caches, ns, name);
+    const fin: string[] = v.metadata.finalizers ?? [];
+    if (v.metadata.deletionTimestamp) {
+      if (users.length) {
+        if (!isDeepStrictEqual(v.status?.usedBy, users)) {
+          await recordEvent(this.kube, v, 'Warning', 'VolumeInUse', `cannot delete: in use by ${users.map((u) => `VirtualMachine ${u}`).join(', ')}`);
+          await this.status(v, { ...v.status, usedBy: users });
+        }
+        return;
+      }
+      if (fin.includes(VOLUME_PROTECTION))
+        await this.kube.mergePatch(GVR.volume, ns, name, { metadata: { finalizers: fin.filter((f) => f !== VOLUME_PROTECTION), resourceVersion: v.metadata.resourceVersion } });
+      return;
+    }
+    if (!fin.includes(VOLUME_PROTECTION) || !fin.includes(VOLUME_STORAGE)) {
+      const next = [...new Set([...fin, VOLUME_PROTECTION, VOLUME_STORAGE])];
+      await this.kube.mergePatch(GVR.volume, ns, name, { metadata: { finalizers: next, resourceVersion: v.metadata.resourceVersion } });
+      return;
+    }
+    const status = { ...(v.status ?? {}) };
+    status.usedBy = users;
+    if (!status.nodeName) {
+      const node = v.spec.nodeName ?? this.placeVolume(v);
+      if (!node) {
+        status.phase = 'Pending';
+        status.message = 'no node with a kubevm agent is ready';
+        await this.status(v, status);
+        return { requeueAfterMs: 2000 };
+      }
+      status.nodeName = node;
+      status.phase = status.phase ?? 'Pending';
+    }
+    if (!isDeepStrictEqual(status, v.status)) await this.status(v, status);
+  }
+
+  /** A clone lives where its source is; otherwise the ready node with the fewest volumes. */
+  private placeVolume(v: any): string | undefined {
+    const src = v.spec.source?.clone?.volume;
+    if (src) return this.caches.volumes.get(`${v.metadata.namespace}/${src}`)?.status?.nodeName;
+    const counts = new Map<string, number>();
+    for (const n of this.caches.nodes.list())
+      if ((n.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True') && n.metadata.annotations?.['kubevm.dev/backends'])
+        counts.set(n.metadata.name, 0);
+    for (const o of this.caches.volumes.list()) if (counts.has(o.status?.nodeName)) counts.set(o.status.nodeName, counts.get(o.status.nodeName)! + 1);
+    return [...counts.entries()].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0];
+  }
+
+  private async status(v: any, status: any): Promise<void> {
+    try {
+      await this.kube.updateStatus(GVR.volume, { ...v, status });
+    } catch (e) {
+      if (!isConflict(e) && !isNotFound(e)) throw e;
+    }
+  }
+}
+
+/** A Linux interface name (≤ 15 chars) for a Network's bridge, stable across nodes. */
+export function bridgeName(ns: string, name: string): string {
+  return `kvb${createHash('sha256').update(`${ns}/${name}`).digest('hex').slice(0, 10)}`;
+}
+
+export class NetworkReconciler {
+  constructor(
+    private readonly kube: Kube,
+    private readonly caches: Caches,
+  ) {}
+
+  async reconcile(k: string): Promise<Result | void> {
+    const n = this.caches.networks.get(k);
+    if (!n || n.metadata.deletionTimestamp) return;
+    let attached = 0;
+    for (const vmi of this.caches.vmis.list())
+      if (vmi.metadata.namespace === n.metadata.namespace) attached += (vmi.spec.interfaces ?? []).filter((i: any) => i.network === n.metadata.name).length;
+    const status: any = { ...(n.status ?? {}), phase: 'Ready', attachedInterfaces: attached };
+    if ((n.spec.type ?? 'pod') === 'bridge') status.bridgeName = bridgeName(n.metadata.namespace, n.metadata.name);
+    else delete status.bridgeName;
+    if (isDeepStrictEqual(status, n.status)) return;
+    try {
+      await this.kube.updateStatus(GVR.network, { ...n, status });
+    } catch (e) {
+      if (!isConflict(e) && !isNotFound(e)) throw e;
+    }
+  }
+}
