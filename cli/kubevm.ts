@@ -9,7 +9,9 @@ import { startCluster, defaultDataDir, STATE_FILE } from '../cluster/embedded';
 const USAGE = `usage:
   kubevm cluster up [--data-dir DIR] [--port N]   run the embedded cluster in the foreground
   kubevm cluster status [--data-dir DIR]          is it running, where, how many objects
-  kubevm cluster down [--data-dir DIR]            stop a running embedded cluster`;
+  kubevm cluster down [--data-dir DIR]            stop a running embedded cluster
+  kubevm console VM [-n NAMESPACE] [--no-follow]  print and follow a VM's serial console
+                                                  (uses $KUBECONFIG, else the embedded cluster's)`;
 
 interface Flags {
   dataDir: string;
@@ -126,6 +128,26 @@ async function down(f: Flags): Promise<void> {
   console.log(`kubevm cluster: stopped (pid ${st.pid})`);
 }
 
+async function consoleMain(args: string[]): Promise<void> {
+  let ns = 'default';
+  let follow = true;
+  let vm: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '-n' || a === '--namespace') ns = args[++i] ?? fail('-n needs a namespace');
+    else if (a === '--no-follow') follow = false;
+    else if (a.startsWith('-')) fail(`unknown flag ${JSON.stringify(a)}\n${USAGE}`);
+    else if (!vm) vm = a;
+    else fail(`unexpected argument ${JSON.stringify(a)}`);
+  }
+  if (!vm) fail(`console needs a VM name\n${USAGE}`);
+  const kubeconfig = process.env.KUBECONFIG ?? path.join(defaultDataDir(), 'kubeconfig');
+  if (!fs.existsSync(kubeconfig)) fail(`no kubeconfig at ${kubeconfig}: set KUBECONFIG or start the embedded cluster`);
+  const { Kube } = await import('../controller/runtime/kube');
+  const { consoleCommand } = await import('./console');
+  process.exitCode = await consoleCommand(Kube.fromFile(kubeconfig), ns, vm, follow);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [cmd, sub, ...rest] = argv;
   if (cmd === 'cluster') {
@@ -134,6 +156,7 @@ export async function main(argv: string[]): Promise<void> {
     if (sub === 'status') return status(f);
     if (sub === 'down') return down(f);
   }
+  if (cmd === 'console') return consoleMain([sub, ...rest].filter((x) => x !== undefined));
   if (cmd === '-h' || cmd === '--help' || cmd === 'help') {
     console.log(USAGE);
     return;
