@@ -42,6 +42,7 @@ export class Agent {
   /** The spec each running VM was started with plus what was hot-plugged since. */
   private readonly applied = new Map<string, VmSpec>();
   private heartbeat?: NodeJS.Timeout;
+  private adopted = false;
   private unobserve: () => void = () => {};
   private readonly log: (line: string) => void;
 
@@ -164,10 +165,13 @@ export class Agent {
       await this.opts.backend.kill(uid).catch(() => undefined);
       await this.opts.backend.cleanup(uid).catch((e) => this.log(`cleanup ${uid}: ${e.message}`));
     }
+    this.adopted = true;
     for (const k of new Set(this.uidToKey.values())) this.queue.add(k);
   }
 
   private async reconcile(k: string): Promise<void> {
+    // Nothing is started, failed or cleaned up before running VMs were adopted.
+    if (!this.adopted) return;
     const vmi = this.vmis.get(k);
     if (!vmi || vmi.spec?.nodeName !== this.opts.nodeName) return;
     const b = this.opts.backend;

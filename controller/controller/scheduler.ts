@@ -22,8 +22,28 @@ export function memoryBytes(spec: any): number {
   return parseQuantity(spec.memory ?? '128Mi');
 }
 
-export function pickNode(vm: any, nodes: any[], vmis: any[], requiredNodes: Set<string>): { node: string } | { error: string } {
+/**
+ * What the VM needs of a backend, with the VM field that needs it (mirrors the
+ * HAL's requiredCapabilities, on the VM spec and its resolved networks).
+ */
+export function neededCapabilities(vm: any, networks: any[]): { capability: string; field: string }[] {
+  const s = vm.spec;
+  const needs = [{ capability: 'lifecycle', field: 'spec' }];
+  if (s.firmware?.kernel) needs.push({ capability: 'direct-kernel-boot', field: 'spec.firmware.kernel' });
+  if (s.cloudInit) needs.push({ capability: 'cloud-init-nocloud', field: 'spec.cloudInit' });
+  (s.disks ?? []).forEach((_d: any, i: number) => needs.push({ capability: 'disk-qcow2', field: `spec.disks[${i}]` }));
+  (s.interfaces ?? []).forEach((nic: any, i: number) => {
+    const type = networks.find((n) => n.name === nic.network)?.type ?? 'pod';
+    needs.push({ capability: `network-${type}`, field: `spec.interfaces[${i}].network` });
+    if (nic.ports?.length) needs.push({ capability: 'port-forward', field: `spec.interfaces[${i}].ports` });
+  });
+  (s.filesystems ?? []).forEach((_f: any, i: number) => needs.push({ capability: 'filesystem', field: `spec.filesystems[${i}]` }));
+  return needs;
+}
+
+export function pickNode(vm: any, nodes: any[], vmis: any[], requiredNodes: Set<string>, networks: any[] = []): { node: string } | { error: string } {
   const backend = vm.spec.backend ?? 'qemu';
+  const needs = neededCapabilities(vm, networks);
   const reasons: string[] = [];
   let best: { node: string; freeMem: number } | undefined;
   for (const n of nodes) {
@@ -36,6 +56,12 @@ export function pickNode(vm: any, nodes: any[], vmis: any[], requiredNodes: Set<
     const backends = String(n.metadata.annotations?.['kubevm.dev/backends'] ?? '').split(',');
     if (!backends.includes(backend)) {
       reasons.push(`${name}: no ${backend} backend`);
+      continue;
+    }
+    const have = new Set(String(n.metadata.annotations?.['kubevm.dev/capabilities'] ?? '').split(','));
+    const lacking = needs.filter((x) => !have.has(x.capability));
+    if (lacking.length) {
+      reasons.push(`${name}: backend "${backend}" lacks ${lacking.map((x) => `capability "${x.capability}" needed by ${x.field}`).join(', ')}`);
       continue;
     }
     const sel = vm.spec.nodeSelector ?? {};

@@ -35,9 +35,15 @@ export class VolumeReconciler {
     const fin: string[] = v.metadata.finalizers ?? [];
     if (v.metadata.deletionTimestamp) {
       if (users.length) {
-        if (!isDeepStrictEqual(v.status?.usedBy, users)) {
-          await recordEvent(this.kube, v, 'Warning', 'VolumeInUse', `cannot delete: in use by ${users.map((u) => `VirtualMachine ${u}`).join(', ')}`);
-          await this.status(v, { ...v.status, usedBy: users });
+        const message = `deletion waits: in use by ${users.map((u) => `VirtualMachine ${u}`).join(', ')}`;
+        const blocked = (v.status?.conditions ?? []).find((c: any) => c.type === 'DeletionBlocked');
+        if (blocked?.message !== message || !isDeepStrictEqual(v.status?.usedBy, users)) {
+          await recordEvent(this.kube, v, 'Warning', 'VolumeInUse', message);
+          const conditions = [
+            ...(v.status?.conditions ?? []).filter((c: any) => c.type !== 'DeletionBlocked'),
+            { type: 'DeletionBlocked', status: 'True', reason: 'VolumeInUse', message, lastTransitionTime: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') },
+          ];
+          await this.status(v, { ...v.status, usedBy: users, conditions });
         }
         return;
       }

@@ -1,0 +1,103 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { Kube } from '../controller/runtime/kube';
+import { Controller } from '../controller/controller';
+import { Agent } from '../controller/agent/agent';
+import { createBackend, SimWorld, type SimBackendOptions } from '../controller/hal';
+import { allCrds } from '../controller/api/crds';
+
+/**
+ * The VM runtime inside the embedded cluster: installs the kubevm.dev CRDs,
+ * then runs the controller and N node agents in this process, each agent with
+ * its own HAL backend instance and node directory. They talk to the API server
+ * over HTTPS like they would in a real cluster.
+ */
+export interface RuntimeOptions {
+  kubeconfigPath: string;
+  dataDir: string;
+  nodes: number;
+  backend: 'qemu' | 'sim';
+  /** Directories ContainerPath shares, kernels and image imports may come from. */
+  allowedRoots?: string[];
+  sim?: SimBackendOptions;
+  /** One simulated "host" per node name; reuse to restart agents and adopt. */
+  simWorlds?: Map<string, SimWorld>;
+  log?: (line: string) => void;
+}
+
+export interface Runtime {
+  kube: Kube;
+  controller: Controller;
+  agents: Agent[];
+  /** Stops the agent of one node (its VMs keep running) and starts a fresh one: an agent restart. */
+  restartAgent(nodeName: string): Promise<Agent>;
+  stop(): Promise<void>;
+}
+
+export async function installCrds(kube: Kube, timeoutMs = 10_000): Promise<void> {
+  for (const crd of allCrds()) {
+    const path = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`;
+    const current = await kube.request('GET', path).catch(() => undefined);
+    if (!current) await kube.request('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd);
+    else if (!isDeepStrictEqual(current.spec.versions.map((v: any) => v.schema), crd.spec.versions.map((v: any) => v.schema)))
+      await kube.request('PUT', path, { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata.resourceVersion } });
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (const crd of allCrds()) {
+    for (;;) {
+      const got = await kube.request('GET', `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`);
+      if ((got.status?.conditions ?? []).some((c: any) => c.type === 'Established' && c.status === 'True')) break;
+      if (Date.now() > deadline) throw new Error(`CRD ${crd.metadata.name} not Established after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  const kube = Kube.fromFile(opts.kubeconfigPath);
+  await installCrds(kube);
+  const log = opts.log ?? (() => {});
+  const controller = new Controller(kube, { log });
+  await controller.start();
+  const worlds = opts.simWorlds ?? new Map<string, SimWorld>();
+  const allowedRoots = opts.allowedRoots ?? [path.join(opts.dataDir, 'shared')];
+  for (const r of allowedRoots) fs.mkdirSync(r, { recursive: true });
+  const makeAgent = (i: number): Agent => {
+    const nodeName = `node-${i}`;
+    const nodeDir = path.join(opts.dataDir, 'nodes', nodeName);
+    fs.mkdirSync(nodeDir, { recursive: true });
+    let backend;
+    if (opts.backend === 'sim') {
+      if (!worlds.has(nodeName)) worlds.set(nodeName, new SimWorld());
+      backend = createBackend('sim', { ...(opts.sim ?? {}), world: worlds.get(nodeName), allowedRoots });
+    } else {
+      backend = createBackend('qemu', { runRoot: path.join(nodeDir, 'run'), allowedRoots });
+    }
+    return new Agent(kube, { nodeName, backend, volumeDir: path.join(nodeDir, 'volumes'), allowedRoots, log: (l) => log(`[${nodeName}] ${l}`) });
+  };
+  const agents: Agent[] = [];
+  for (let i = 0; i < opts.nodes; i++) {
+    const a = makeAgent(i);
+    await a.start();
+    agents.push(a);
+  }
+  return {
+    kube,
+    controller,
+    agents,
+    async restartAgent(nodeName: string) {
+      const i = agents.findIndex((a) => a.nodeName === nodeName);
+      if (i < 0) throw new Error(`no agent for ${nodeName}`);
+      await agents[i].stop();
+      const next = makeAgent(i);
+      await next.start();
+      agents[i] = next;
+      return next;
+    },
+    async stop() {
+      for (const a of agents) await a.stop();
+      await controller.stop();
+    },
+  };
+}
