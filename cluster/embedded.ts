@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import YAML from 'yaml';
 import { SqliteBackend } from './store/sqlite';
 import { ApiServer, User } from './apiserver/server';
+import { WatchLimits } from './apiserver/watch';
 import { ensurePki } from './pki';
 
 /**
@@ -18,6 +19,8 @@ export interface ClusterOptions {
   /** Resumable watch window in revisions. */
   historySize?: number;
   compactIntervalMs?: number;
+  /** Watch limits (bookmark interval, per-watcher buffer cap, default timeout); tests shorten them. */
+  watch?: Partial<WatchLimits>;
   log?: (line: string) => void;
 }
 
@@ -52,6 +55,7 @@ export async function startCluster(opts: ClusterOptions): Promise<RunningCluster
     host: opts.host ?? '127.0.0.1',
     port: opts.port ?? 0,
     compactIntervalMs: opts.compactIntervalMs ?? 5 * 60_000,
+    watch: opts.watch,
     log: opts.log,
   });
   let url: string;

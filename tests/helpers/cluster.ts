@@ -64,6 +64,9 @@ export function httpsRequest(
     const h: Record<string, string> = { ...headers };
     if (token) h.Authorization = `Bearer ${token}`;
     if (data !== undefined && !h['Content-Type']) h['Content-Type'] = 'application/json';
+    // Node frames a DELETE body neither by length nor by chunks unless told: without this the
+    // body would be read as the start of the next request on the kept-alive connection.
+    if (data !== undefined && !h['Content-Length'] && !h['Transfer-Encoding']) h['Content-Length'] = String(Buffer.byteLength(data));
     const req = https.request(new URL(p, base), { method, headers: h, ca }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c) => chunks.push(c));

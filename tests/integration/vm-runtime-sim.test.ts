@@ -1,6 +1,5 @@
 import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
 import { startRuntime, Runtime } from '../../cluster/runtime';
-import { GVR } from '../../controller/runtime/kube';
 import { SimBackend } from '../../controller/hal';
 
 /**
