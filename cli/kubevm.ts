@@ -7,7 +7,9 @@ import { startCluster, defaultDataDir, STATE_FILE } from '../cluster/embedded';
  * `kubevm` command line. For now: `kubevm cluster up|down|status`.
  */
 const USAGE = `usage:
-  kubevm cluster up [--data-dir DIR] [--port N]   run the embedded cluster in the foreground
+  kubevm cluster up [--data-dir DIR] [--port N] [--nodes N] [--backend qemu|sim] [--allowed-root DIR]...
+                                                  run the embedded cluster in the foreground; with
+                                                  --nodes, also the VM controller and N node agents
   kubevm cluster status [--data-dir DIR]          is it running, where, how many objects
   kubevm cluster down [--data-dir DIR]            stop a running embedded cluster
   kubevm console VM [-n NAMESPACE] [--no-follow]  print and follow a VM's serial console
@@ -17,10 +19,13 @@ interface Flags {
   dataDir: string;
   port: number;
   verbose: boolean;
+  nodes: number;
+  backend: 'qemu' | 'sim';
+  allowedRoots: string[];
 }
 
 function parseFlags(args: string[]): Flags {
-  const f: Flags = { dataDir: defaultDataDir(), port: 6443, verbose: false };
+  const f: Flags = { dataDir: defaultDataDir(), port: 6443, verbose: false, nodes: 0, backend: 'qemu', allowedRoots: [] };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const value = (): string => {
@@ -34,6 +39,19 @@ function parseFlags(args: string[]): Flags {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 65535) fail(`--port: ${JSON.stringify(v)} is not a port number (0-65535)`);
       f.port = n;
+    } else if (a === '--nodes' || a.startsWith('--nodes=')) {
+      const v = value();
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 64) fail(`--nodes: ${JSON.stringify(v)} must be a whole number from 0 to 64`);
+      f.nodes = n;
+    } else if (a === '--backend' || a.startsWith('--backend=')) {
+      const v = value();
+      if (v !== 'qemu' && v !== 'sim') fail(`--backend: ${JSON.stringify(v)} is not a backend (qemu, sim)`);
+      f.backend = v;
+    } else if (a === '--allowed-root' || a.startsWith('--allowed-root=')) {
+      const v = value();
+      if (!path.isAbsolute(v)) fail(`--allowed-root: ${JSON.stringify(v)} must be an absolute path`);
+      f.allowedRoots.push(path.resolve(v));
     } else if (a === '-v' || a === '--verbose') f.verbose = true;
     else fail(`unknown flag ${JSON.stringify(a)}\n${USAGE}`);
   }
@@ -69,12 +87,25 @@ async function up(f: Flags): Promise<void> {
   console.log(`kubevm cluster is up at ${cluster.url} (data in ${f.dataDir})`);
   console.log(`kubeconfig: ${cluster.kubeconfigPath}`);
   console.log(`export KUBECONFIG=${cluster.kubeconfigPath}`);
-  console.log('try: kubectl get namespaces');
+  let runtime: { stop(): Promise<void> } | undefined;
+  if (f.nodes > 0) {
+    const { startRuntime } = await import('../cluster/runtime');
+    runtime = await startRuntime({
+      kubeconfigPath: cluster.kubeconfigPath,
+      dataDir: f.dataDir,
+      nodes: f.nodes,
+      backend: f.backend,
+      allowedRoots: f.allowedRoots.length ? f.allowedRoots : undefined,
+      log: f.verbose ? (l) => console.log(l) : undefined,
+    });
+    console.log(`VM runtime: controller and ${f.nodes} node agent(s) with the ${f.backend} backend; try: kubectl get nodes,vm`);
+  } else console.log('try: kubectl get namespaces');
   let stopping = false;
   const stop = async (sig: string) => {
     if (stopping) return;
     stopping = true;
     console.log(`${sig}: shutting down`);
+    await runtime?.stop();
     await cluster.stop();
     console.log('stopped');
     process.exit(0);
