@@ -2,7 +2,7 @@
 # The whole test run: set-up, type check, lint, then every jest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --qemu
 echo "== typecheck"
 npx tsc -p tsconfig.json --noEmit
 echo "== lint"
