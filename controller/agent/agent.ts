@@ -8,6 +8,7 @@ import { Store, key } from '../controller/caches';
 import { AGENT_FINALIZER, setCondition } from '../controller/vm';
 import { recordEvent } from '../controller/events';
 import { parseQuantity } from '../controller/scheduler';
+import { confinePath } from '../hal/common/paths';
 import { VolumeProvisioner } from './volumes';
 
 /**
@@ -309,7 +310,25 @@ export class Agent {
       }),
       filesystems: (s.filesystems ?? []).map((f: any) => ({ tag: f.name, hostPath: f.containerPath.path, readOnly: true })),
     };
-    if (s.firmware?.kernel) spec.kernel = { kernel: s.firmware.kernel.kernelPath, initrd: s.firmware.kernel.initrdPath, cmdline: s.firmware.kernel.cmdline };
+    if (s.firmware?.kernel) {
+      // Boot files come from the node: only from the operator's allowed roots, without symlink escapes.
+      const file = (p: string, field: string) => {
+        try {
+          return confinePath(p, { allowedRoots: this.opts.allowedRoots, mustBeDirectory: false });
+        } catch (e) {
+          throw new Error(`spec.firmware.kernel.${field}: ${(e as Error).message}`);
+        }
+      };
+      const k = s.firmware.kernel;
+      spec.kernel = { kernel: file(k.kernelPath, 'kernelPath'), ...(k.initrdPath ? { initrd: file(k.initrdPath, 'initrdPath') } : {}), cmdline: k.cmdline };
+    }
+    for (const [i, f] of (s.filesystems ?? []).entries()) {
+      try {
+        confinePath(f.containerPath.path, { allowedRoots: this.opts.allowedRoots });
+      } catch (e) {
+        throw new Error(`spec.filesystems[${i}].containerPath.path: ${(e as Error).message}`);
+      }
+    }
     if (s.cloudInit) {
       const ci = s.cloudInit;
       spec.cloudInit = {

@@ -111,6 +111,8 @@ const filesystem = obj(
         path: str('Absolute path on the node; must lie under one of the agent\'s allowed roots, without `..` or symlink escapes.', {
           maxLength: 4096,
           pattern: '^/',
+          // No `..` segment (RE2-compatible, so a real kube-apiserver accepts the schema too).
+          not: { pattern: '(^|/)\\.\\.(/|$)' },
         }),
         readOnly: bool('Must be true: write access is not supported.', { default: true, enum: [true] }),
       },

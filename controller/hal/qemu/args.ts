@@ -92,6 +92,8 @@ export function diskDeviceJson(d: DiskSpec, bus: string): Record<string, unknown
     id: diskDevice(d.name),
     drive: diskNode(d.name),
     bus,
+    // The guest finds a disk by its name: /sys/block/vdX/serial (virtio) or the ATA serial.
+    serial: d.name.slice(0, 20),
     ...(d.bootOrder !== undefined ? { bootindex: d.bootOrder } : {}),
   };
 }

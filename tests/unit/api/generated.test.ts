@@ -39,4 +39,7 @@ test('the VirtualMachine schema defaults and rejects bad values with field paths
   const bad = v.validate({ ...vm, spec: { ...vm.spec, memory: 'lots', runStrategy: 'Sometimes', filesystems: [{ name: 'x', containerPath: { path: 'relative' } }] } });
   const fields = bad.map((c) => c.field);
   expect(fields).toEqual(expect.arrayContaining(['spec.memory', 'spec.runStrategy', 'spec.filesystems[0].containerPath.path']));
+  const climbing = v.validate({ ...vm, spec: { ...vm.spec, filesystems: [{ name: 'x', containerPath: { path: '/srv/share/../../etc' } }] } });
+  expect(climbing.map((c) => c.field)).toEqual(['spec.filesystems[0].containerPath.path']);
+  expect(v.validate({ ...vm, spec: { ...vm.spec, filesystems: [{ name: 'x', containerPath: { path: '/srv/share..d/x' } }] } })).toEqual([]);
 });
