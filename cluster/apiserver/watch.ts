@@ -66,20 +66,26 @@ export class WatchHub {
       unsubscribe();
       for (const tm of timers) clearInterval(tm);
       this.active.delete(res);
-      if (!res.writableEnded) res.end();
+      if (!res.writableEnded && !res.destroyed) res.end();
     };
     res.on('close', close);
     this.active.set(res, close);
 
+    // The initial events (or the replay of a resume) are written in one go, before the client
+    // can read any of them; they are bounded by the state or the history, so they do not count
+    // against the limit. What queues beyond what is left of them does.
+    let replaying = true;
+    let backlog = 0;
     const write = (line: string): void => {
       if (closed || res.writableEnded || res.destroyed) return;
+      if (!replaying) backlog = Math.min(backlog, res.writableLength);
       res.write(line);
       // A client that does not read would make us queue without bound: cut it off.
-      if (res.writableLength > this.limits.maxBufferedBytes) {
-        closed = true;
-        unsubscribe();
-        this.active.delete(res);
+      if (!replaying && res.writableLength > backlog + this.limits.maxBufferedBytes) {
+        // Destroy first (no clean end for a client that fell behind), then release the
+        // subscription and the bookmark/timeout timers like any other end.
         res.destroy();
+        close();
       }
     };
     const send = (type: string, ev: EncodedEvent | undefined, obj: any): void => {
@@ -125,6 +131,8 @@ export class WatchHub {
     }
     // Same tick as the replay above, so no write can fall between them.
     unsubscribe = this.backend.subscribe(deliver);
+    replaying = false;
+    backlog = res.writableLength;
 
     function sendBookmark(initialEnd = false): void {
       const obj: any = { kind: t.kind, apiVersion: t.group ? `${t.group}/${t.version}` : t.version, metadata: { resourceVersion: String(backend.currentRevision()) } };

@@ -29,11 +29,12 @@ function consoleOf(vmi: any): string {
 }
 
 async function waitConsole(name: string, re: RegExp, uid?: string): Promise<RegExpMatchArray> {
-  return eventually(async () => {
+  const m = await eventually(async () => {
     const vmi = await get(`${api}/virtualmachineinstances/${name}`);
     if (uid && vmi.metadata?.uid !== uid) return undefined;
     return consoleOf(vmi).match(re) ?? undefined;
   }, BOOT_MS, `${re} on the console of ${name}`);
+  return m!;
 }
 
 // conv=fsync: a write to a raw block device reaches the disk only with a flush; sync(2) does not send one,
