@@ -89,7 +89,8 @@ async function up(f: Flags): Promise<void> {
   console.log(`export KUBECONFIG=${cluster.kubeconfigPath}`);
   let runtime: { stop(): Promise<void> } | undefined;
   if (f.nodes > 0) {
-    const { startRuntime } = await import('../cluster/runtime');
+    // Loaded only when needed; require (not import()) so tsx resolves the TypeScript source.
+    const { startRuntime } = require('../cluster/runtime') as typeof import('../cluster/runtime');
     runtime = await startRuntime({
       kubeconfigPath: cluster.kubeconfigPath,
       dataDir: f.dataDir,
@@ -174,8 +175,8 @@ async function consoleMain(args: string[]): Promise<void> {
   if (!vm) fail(`console needs a VM name\n${USAGE}`);
   const kubeconfig = process.env.KUBECONFIG ?? path.join(defaultDataDir(), 'kubeconfig');
   if (!fs.existsSync(kubeconfig)) fail(`no kubeconfig at ${kubeconfig}: set KUBECONFIG or start the embedded cluster`);
-  const { Kube } = await import('../controller/runtime/kube');
-  const { consoleCommand } = await import('./console');
+  const { Kube } = require('../controller/runtime/kube') as typeof import('../controller/runtime/kube');
+  const { consoleCommand } = require('./console') as typeof import('./console');
   process.exitCode = await consoleCommand(Kube.fromFile(kubeconfig), ns, vm, follow);
 }
 

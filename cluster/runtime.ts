@@ -72,6 +72,13 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       if (!worlds.has(nodeName)) worlds.set(nodeName, new SimWorld());
       backend = createBackend('sim', { ...(opts.sim ?? {}), world: worlds.get(nodeName), allowedRoots });
     } else {
+      // passt drops to `nobody` and must reach its socket under the run root: every directory
+      // above it needs o+x (search, not read). The data directory's secrets stay 0600.
+      for (let d = nodeDir; d.startsWith(opts.dataDir) && d !== path.dirname(d); d = path.dirname(d)) {
+        const mode = fs.statSync(d).mode & 0o777;
+        if (!(mode & 0o001)) fs.chmodSync(d, mode | 0o001);
+        if (d === opts.dataDir) break;
+      }
       backend = createBackend('qemu', { runRoot: path.join(nodeDir, 'run'), allowedRoots });
     }
     return new Agent(kube, { nodeName, backend, volumeDir: path.join(nodeDir, 'volumes'), allowedRoots, log: (l) => log(`[${nodeName}] ${l}`) });

@@ -88,10 +88,16 @@ export class Objects {
     delete meta.selfLink;
     if (t.crd || GENERATION_KINDS.has(t.kind)) meta.generation = 1;
     else delete meta.generation;
-    if (t.statusSubresource && t.kind !== 'Namespace' && t.kind !== 'Node') delete obj.status;
+    // Nodes register with their status (the kubelet does); a new Namespace is always Active
+    // and always carries the "kubernetes" finalizer (upstream's namespace PrepareForCreate).
+    if (t.statusSubresource && t.kind !== 'Node') delete obj.status;
+    if (t.kind === 'Namespace' && Array.isArray(obj.spec?.finalizers) && !obj.spec.finalizers.includes('kubernetes'))
+      obj.spec = { ...obj.spec, finalizers: [...obj.spec.finalizers, 'kubernetes'] };
     applyKindDefaults(t, obj);
     const admitted = this.admit(t, obj, opts);
     admitted.metadata.managedFields = this.managed(t, undefined, admitted, opts);
+    // Upstream never serialises an empty list (omitempty), as commitUpdate does not either.
+    if (!admitted.metadata.managedFields?.length) delete admitted.metadata.managedFields;
     if (opts.dryRun) return admitted;
     try {
       const so = this.backend.create(objectKey(t, meta.namespace, meta.name), toStorage(t, admitted));

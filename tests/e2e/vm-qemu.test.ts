@@ -60,7 +60,6 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   port = (server.address() as AddressInfo).port;
   c = await startTestCluster();
-  fs.chmodSync(c.dataDir, 0o755); // passt runs as nobody and must reach its socket under the run root
   rt = await startRuntime({ kubeconfigPath: c.kubeconfigPath, dataDir: c.dataDir, nodes: 1, backend: 'qemu', allowedRoots: [guest.dir, shareRoot] });
   for (const body of [
     { kind: 'Network', metadata: { name: 'podnet' }, spec: { type: 'pod' } },
