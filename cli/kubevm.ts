@@ -7,9 +7,10 @@ import { startCluster, defaultDataDir, STATE_FILE } from '../cluster/embedded';
  * `kubevm` command line. For now: `kubevm cluster up|down|status`.
  */
 const USAGE = `usage:
-  kubevm cluster up [--data-dir DIR] [--port N] [--nodes N] [--backend qemu|sim] [--allowed-root DIR]...
+  kubevm cluster up [--data-dir DIR] [--port N] [--nodes N] [--backend qemu|sim] [--allowed-root DIR]... [--keep-vms]
                                                   run the embedded cluster in the foreground; with
-                                                  --nodes, also the VM controller and N node agents
+                                                  --nodes, also the VM controller and N node agents;
+                                                  VMs stop with it unless --keep-vms
   kubevm cluster status [--data-dir DIR]          is it running, where, how many objects
   kubevm cluster down [--data-dir DIR]            stop a running embedded cluster
   kubevm console VM [-n NAMESPACE] [--no-follow]  print and follow a VM's serial console
@@ -22,10 +23,11 @@ interface Flags {
   nodes: number;
   backend: 'qemu' | 'sim';
   allowedRoots: string[];
+  keepVms: boolean;
 }
 
 function parseFlags(args: string[]): Flags {
-  const f: Flags = { dataDir: defaultDataDir(), port: 6443, verbose: false, nodes: 0, backend: 'qemu', allowedRoots: [] };
+  const f: Flags = { dataDir: defaultDataDir(), port: 6443, verbose: false, nodes: 0, backend: 'qemu', allowedRoots: [], keepVms: false };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const value = (): string => {
@@ -52,7 +54,8 @@ function parseFlags(args: string[]): Flags {
       const v = value();
       if (!path.isAbsolute(v)) fail(`--allowed-root: ${JSON.stringify(v)} must be an absolute path`);
       f.allowedRoots.push(path.resolve(v));
-    } else if (a === '-v' || a === '--verbose') f.verbose = true;
+    } else if (a === '--keep-vms') f.keepVms = true;
+    else if (a === '-v' || a === '--verbose') f.verbose = true;
     else fail(`unknown flag ${JSON.stringify(a)}\n${USAGE}`);
   }
   return f;
@@ -87,7 +90,7 @@ async function up(f: Flags): Promise<void> {
   console.log(`kubevm cluster is up at ${cluster.url} (data in ${f.dataDir})`);
   console.log(`kubeconfig: ${cluster.kubeconfigPath}`);
   console.log(`export KUBECONFIG=${cluster.kubeconfigPath}`);
-  let runtime: { stop(): Promise<void> } | undefined;
+  let runtime: { stop(o?: { stopVms?: boolean }): Promise<void> } | undefined;
   if (f.nodes > 0) {
     // Loaded only when needed; require (not import()) so tsx resolves the TypeScript source.
     const { startRuntime } = require('../cluster/runtime') as typeof import('../cluster/runtime');
@@ -106,7 +109,8 @@ async function up(f: Flags): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.log(`${sig}: shutting down`);
-    await runtime?.stop();
+    // VMs stop with the cluster unless --keep-vms (then the next `up` adopts them).
+    await runtime?.stop({ stopVms: !f.keepVms });
     await cluster.stop();
     console.log('stopped');
     process.exit(0);

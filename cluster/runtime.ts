@@ -32,7 +32,8 @@ export interface Runtime {
   agents: Agent[];
   /** Stops the agent of one node (its VMs keep running) and starts a fresh one: an agent restart. */
   restartAgent(nodeName: string): Promise<Agent>;
-  stop(): Promise<void>;
+  /** Stops the controller and agents; VMs keep running (adoptable) unless stopVms. */
+  stop(opts?: { stopVms?: boolean }): Promise<void>;
 }
 
 export async function installCrds(kube: Kube, timeoutMs = 10_000): Promise<void> {
@@ -102,8 +103,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       agents[i] = next;
       return next;
     },
-    async stop() {
-      for (const a of agents) await a.stop();
+    async stop(stopOpts = {}) {
+      for (const a of agents) await a.stop(stopOpts);
       await controller.stop();
     },
   };

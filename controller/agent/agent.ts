@@ -86,15 +86,28 @@ export class Agent {
     await this.adoptOrRemove();
   }
 
-  /** Stops reconciling and lets go of the VMs without stopping them (they stay adoptable). */
-  async stop(): Promise<void> {
+  /**
+   * Stops reconciling. By default the VMs keep running and a later agent adopts
+   * them (an agent restart); with stopVms they are shut down (ACPI, then hard
+   * after graceMs) and their run state removed, as when the whole node goes down.
+   */
+  async stop(opts: { stopVms?: boolean; graceMs?: number } = {}): Promise<void> {
     clearInterval(this.heartbeat);
     this.unobserve();
     this.queue.stop();
     this.provisioner.queue.stop();
     await this.vmis.inf.stop();
     await this.volumes.inf.stop();
-    await this.opts.backend.close();
+    const b = this.opts.backend;
+    if (opts.stopVms) {
+      await Promise.all(
+        b.list().map(async (s) => {
+          if (!ended(s)) await b.stop(s.uid, { graceMs: opts.graceMs ?? 10_000 }).catch((e) => this.log(`stop ${s.name}: ${e.message}`));
+          await b.cleanup(s.uid).catch(() => undefined);
+        }),
+      );
+    }
+    await b.close();
   }
 
   private async register(): Promise<void> {
