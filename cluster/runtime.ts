@@ -4,6 +4,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { Kube } from '../controller/runtime/kube';
 import { Controller } from '../controller/controller';
 import { Agent } from '../controller/agent/agent';
+import { LinuxBridges } from '../controller/agent/bridges';
 import { createBackend, SimWorld, type SimBackendOptions } from '../controller/hal';
 import { allCrds } from '../controller/api/crds';
 
@@ -21,6 +22,15 @@ export interface RuntimeOptions {
   /** Directories ContainerPath shares, kernels and image imports may come from. */
   allowedRoots?: string[];
   sim?: SimBackendOptions;
+  /** What each node reports as allocatable (default: this machine's cores and memory). */
+  nodeCapacity?: { cpu: number; memoryBytes: number };
+  /**
+   * qemu backend: a named network namespace (`ip netns add NAME`, made by the
+   * caller) for every node's VMs and bridges: QEMU runs there and the agents
+   * create the bridges of `type: bridge` Networks there, not in this process's
+   * namespace (tests; a node that keeps VM networks off its host stack).
+   */
+  netns?: string;
   /** One simulated "host" per node name; reuse to restart agents and adopt. */
   simWorlds?: Map<string, SimWorld>;
   log?: (line: string) => void;
@@ -64,6 +74,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const worlds = opts.simWorlds ?? new Map<string, SimWorld>();
   const allowedRoots = opts.allowedRoots ?? [path.join(opts.dataDir, 'shared')];
   for (const r of allowedRoots) fs.mkdirSync(r, { recursive: true });
+  let bridges: LinuxBridges | undefined;
   const makeAgent = (i: number): Agent => {
     const nodeName = `node-${i}`;
     const nodeDir = path.join(opts.dataDir, 'nodes', nodeName);
@@ -80,9 +91,12 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         if (!(mode & 0o001)) fs.chmodSync(d, mode | 0o001);
         if (d === opts.dataDir) break;
       }
-      backend = createBackend('qemu', { runRoot: path.join(nodeDir, 'run'), allowedRoots });
+      backend = createBackend('qemu', { runRoot: path.join(nodeDir, 'run'), allowedRoots, ...(opts.netns ? { netns: opts.netns } : {}) });
+      // Bridges only where the backend can attach taps to them (root + iproute2), in the backend's namespace.
+      // One manager for all nodes: they share this host's (or the netns's) bridges.
+      if (backend.capabilities().includes('network-bridge')) bridges ??= new LinuxBridges({ netns: backend.netns, ip: backend.host.ip });
     }
-    return new Agent(kube, { nodeName, backend, volumeDir: path.join(nodeDir, 'volumes'), allowedRoots, log: (l) => log(`[${nodeName}] ${l}`) });
+    return new Agent(kube, { nodeName, backend, volumeDir: path.join(nodeDir, 'volumes'), allowedRoots, bridges, log: (l) => log(`[${nodeName}] ${l}`) });
   };
   const agents: Agent[] = [];
   for (let i = 0; i < opts.nodes; i++) {

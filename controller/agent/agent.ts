@@ -3,13 +3,14 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Backend, VmSpec, VmStatus } from '../hal/types';
 import { missingCapabilities } from '../hal/capabilities';
 import { GVR, Kube, isConflict, isNotFound } from '../runtime/kube';
-import { WorkQueue } from '../runtime/queue';
+import { WorkQueue, type Result } from '../runtime/queue';
 import { Store, key } from '../controller/caches';
 import { AGENT_FINALIZER, setCondition } from '../controller/vm';
 import { recordEvent } from '../controller/events';
 import { parseQuantity } from '../controller/scheduler';
 import { confinePath } from '../hal/common/paths';
 import { VolumeProvisioner } from './volumes';
+import type { BridgeSpec, NodeBridges } from './bridges';
 
 /**
  * The node agent: registers its Node (capacity, labels, the backend's
@@ -29,6 +30,12 @@ export interface AgentOptions {
   memoryBytes?: number;
   labels?: Record<string, string>;
   leaseSeconds?: number;
+  /**
+   * The node's Linux bridges for `type: bridge` Networks (see ./bridges.ts),
+   * created in the same network namespace the backend runs its VMs in. Unset:
+   * the agent leaves bridges alone (the sim backend, or bridges an operator manages).
+   */
+  bridges?: NodeBridges;
   log?: (line: string) => void;
 }
 
@@ -38,6 +45,9 @@ export class Agent {
   readonly vmis: Store;
   readonly volumes: Store;
   readonly queue: WorkQueue;
+  /** One key: brings the node's bridges in line with the instances on it. */
+  private readonly bridgeQueue?: WorkQueue;
+  private wantedBridges = '';
   private readonly provisioner: VolumeProvisioner;
   private readonly uidToKey = new Map<string, string>();
   /** The spec each running VM was started with plus what was hot-plugged since. */
@@ -56,11 +66,13 @@ export class Agent {
     this.volumes = new Store(kube.informer(GVR.volume));
     this.queue = new WorkQueue(`agent/${opts.nodeName}`, (k) => this.reconcile(k), 4, this.log);
     this.provisioner = new VolumeProvisioner(kube, opts.nodeName, opts.volumeDir, opts.allowedRoots, this.volumes, this.log);
+    if (opts.bridges) this.bridgeQueue = new WorkQueue(`agent/${opts.nodeName}/bridges`, () => this.syncBridges(), 1, this.log);
     for (const ev of ['add', 'update', 'delete'] as const) {
       this.vmis.inf.on(ev, (o: any) => {
         if (o.spec?.nodeName !== opts.nodeName) return;
         this.uidToKey.set(o.metadata.uid, key(o));
         this.queue.add(key(o));
+        this.bridgesMayHaveChanged();
       });
       this.volumes.inf.on(ev, (o: any) => {
         if (o.status?.nodeName === opts.nodeName) this.provisioner.queue.add(key(o));
@@ -95,6 +107,7 @@ export class Agent {
     clearInterval(this.heartbeat);
     this.unobserve();
     this.queue.stop();
+    this.bridgeQueue?.stop();
     this.provisioner.queue.stop();
     await this.vmis.inf.stop();
     await this.volumes.inf.stop();
@@ -106,6 +119,8 @@ export class Agent {
           await b.cleanup(s.uid).catch(() => undefined);
         }),
       );
+      // The node goes down with its VMs: its bridges go too (best effort).
+      await this.opts.bridges?.prune(this.opts.nodeName, () => new Set()).catch((e) => this.log(`bridges: ${e.message}`));
     }
     await b.close();
   }
@@ -181,6 +196,37 @@ export class Agent {
     }
     this.adopted = true;
     for (const k of new Set(this.uidToKey.values())) this.queue.add(k);
+    this.bridgeQueue?.add('bridges');
+  }
+
+  /** Bridges the instances on this node need: those not finished (a deleting one may still run). */
+  private neededBridges(): Map<string, BridgeSpec> {
+    const out = new Map<string, BridgeSpec>();
+    for (const vmi of this.vmis.list()) {
+      if (vmi.spec?.nodeName !== this.opts.nodeName || ['Succeeded', 'Failed'].includes(vmi.status?.phase)) continue;
+      for (const b of bridgesOf(vmi)) out.set(b.name, b);
+    }
+    return out;
+  }
+
+  /** Queues a bridge sync when the set of needed bridges changed (VMI updates are frequent; syncs spawn `ip`). */
+  private bridgesMayHaveChanged(): void {
+    if (!this.bridgeQueue || !this.adopted) return;
+    const wanted = JSON.stringify([...this.neededBridges().values()].sort((a, b) => (a.name < b.name ? -1 : 1)));
+    if (wanted === this.wantedBridges) return;
+    this.wantedBridges = wanted;
+    this.bridgeQueue.add('bridges');
+  }
+
+  /** Level-triggered: every needed bridge exists as its Network says; unneeded ones this agent made are removed. */
+  private async syncBridges(): Promise<Result | void> {
+    const bridges = this.opts.bridges;
+    if (!bridges || !this.adopted) return;
+    for (const b of this.neededBridges().values()) await bridges.ensure(b).catch((e) => this.log(`bridge ${b.name}: ${e.message}`));
+    // Needed again at prune time: an instance that started meanwhile keeps its bridge.
+    const { removed, busy } = await bridges.prune(this.opts.nodeName, () => new Set(this.neededBridges().keys()));
+    if (removed.length) this.log(`removed bridges no instance uses any more: ${removed.join(', ')}`);
+    if (busy.length) return { requeueAfterMs: 5_000 };
   }
 
   private async reconcile(k: string): Promise<void> {
@@ -217,6 +263,7 @@ export class Agent {
       if (missing.length) return this.writeStatus(vmi, { phase: 'Failed', reason: 'Unsupported', message: missing.join('; ') });
       await this.writeStatus(vmi, { phase: 'Scheduled', nodeName: this.opts.nodeName });
       try {
+        for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
         s = await b.start(spec);
         this.applied.set(uid, spec);
         await recordEvent(this.kube, vmi, 'Normal', 'Started', `started on ${this.opts.nodeName}${s.pid ? ` (pid ${s.pid})` : ''}`, `kubevm-agent/${this.opts.nodeName}`);
@@ -244,7 +291,9 @@ export class Agent {
     }
     for (const d of want.disks) if (!have.disks.some((x) => x.name === d.name)) await b.attachDisk(s.uid, d);
     for (const d of have.disks) if (!want.disks.some((x) => x.name === d.name)) await b.detachDisk(s.uid, d.name);
-    for (const n of want.nics) if (!have.nics.some((x) => x.name === n.name)) await b.attachNic(s.uid, n);
+    const added = want.nics.filter((n) => !have.nics.some((x) => x.name === n.name));
+    if (added.some((n) => n.network === 'bridge')) for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
+    for (const n of added) await b.attachNic(s.uid, n);
     for (const n of have.nics) if (!want.nics.some((x) => x.name === n.name)) await b.detachNic(s.uid, n.name);
     for (const f of want.filesystems) if (!have.filesystems.some((x) => x.tag === f.tag)) await b.mountPath(s.uid, f);
     // Filesystems cannot be unplugged: a removed one stays until the next start.
@@ -361,6 +410,13 @@ export class Agent {
     if (secret.data?.[k] === undefined) throw new Error(`Secret ${ref.name} has no key ${k}`);
     return Buffer.from(secret.data[k], 'base64').toString('utf8');
   }
+}
+
+/** The bridges of an instance's `type: bridge` networks (resolved by the controller into spec.networks). */
+export function bridgesOf(vmi: any): BridgeSpec[] {
+  return (vmi.spec?.networks ?? [])
+    .filter((n: any) => n.type === 'bridge' && n.bridge)
+    .map((n: any) => ({ name: n.bridge, network: `${vmi.metadata.namespace}/${n.name}`, ...(n.vlan ? { vlan: n.vlan } : {}) }));
 }
 
 function ended(s: VmStatus): boolean {

@@ -272,19 +272,19 @@ const volumeStatus = obj('Observed state of a volume.', {
 });
 
 const networkSpec = obj('A network VMs attach to.', {
-  type: str('pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on the node; user: QEMU user networking.', {
+  type: str('pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking.', {
     enum: ['pod', 'bridge', 'user'],
     default: 'pod',
   }),
   bridge: obj('Settings for type bridge.', {
-    vlan: int('VLAN id on the bridge.', { minimum: 1, maximum: 4094 }),
+    vlan: int('VLAN id: the bridge filters VLANs and every VM port is an untagged access port of this VLAN (the node kernel needs bridge VLAN filtering; an uplink is the operator\'s to add, as a trunk).', { minimum: 1, maximum: 4094 }),
     cidr: str('Address range for the guests (informational; guests get addresses from their own DHCP or cloud-init).'),
   }),
 });
 
 const networkStatus = obj('Observed state of a network.', {
   phase: str('Network phase.', { enum: ['Pending', 'Ready', 'Failed'] }),
-  bridgeName: str('Linux bridge used on each node (type bridge).'),
+  bridgeName: str('Linux bridge for this Network on each node (type bridge): created by the node agent while an instance on that node uses the Network (in the node network namespace, if the agent has one), removed afterwards.'),
   attachedInterfaces: int('Interfaces attached across the cluster.'),
   conditions,
 });

@@ -450,11 +450,11 @@ export interface Volume {
 }
 
 export type NetworkSpec = {
-  /** pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on the node; user: QEMU user networking. */
+  /** pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. */
   type?: "pod" | "bridge" | "user";
   /** Settings for type bridge. */
   bridge?: {
-    /** VLAN id on the bridge. */
+    /** VLAN id: the bridge filters VLANs and every VM port is an untagged access port of this VLAN (the node kernel needs bridge VLAN filtering; an uplink is the operator's to add, as a trunk). */
     vlan?: number;
     /** Address range for the guests (informational; guests get addresses from their own DHCP or cloud-init). */
     cidr?: string;
@@ -464,7 +464,7 @@ export type NetworkSpec = {
 export type NetworkStatus = {
   /** Network phase. */
   phase?: "Pending" | "Ready" | "Failed";
-  /** Linux bridge used on each node (type bridge). */
+  /** Linux bridge for this Network on each node (type bridge): created by the node agent while an instance on that node uses the Network (in the node network namespace, if the agent has one), removed afterwards. */
   bridgeName?: string;
   /** Interfaces attached across the cluster. */
   attachedInterfaces?: number;

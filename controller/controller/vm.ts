@@ -173,6 +173,9 @@ export class VmReconciler {
       const n = this.caches.networks.get(`${ns}/${i.network}`);
       if (!n)
         return { volumes, networks, nodes, error: { printable: 'ErrorUnschedulable', reason: 'NetworkNotFound', message: `interface ${i.name}: Network ${i.network} not found` } };
+      if ((n.spec.type ?? 'pod') === 'bridge' && !n.status?.bridgeName)
+        // The Network reconciler names the bridge; its status update requeues this VM.
+        return { volumes, networks, nodes, error: { printable: 'Starting', reason: 'NetworkNotReady', message: `interface ${i.name}: Network ${i.network} has no bridge name yet` } };
       if (!networks.some((x) => x.name === n.metadata.name))
         networks.push({ name: n.metadata.name, type: n.spec.type ?? 'pod', bridge: n.status?.bridgeName, ...(n.spec.bridge?.vlan ? { vlan: n.spec.bridge.vlan } : {}) });
     }

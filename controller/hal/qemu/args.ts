@@ -21,6 +21,11 @@ export interface QemuBuildOptions {
   macs: Record<string, string>;
   /** Tap device name per bridge NIC. */
   taps: Record<string, string>;
+  /**
+   * Argument prefix that runs QEMU, e.g. `ip netns exec NS` for a node network
+   * namespace. It must exec (not fork) QEMU, so the spawned pid is QEMU's pid.
+   */
+  launcher?: string[];
 }
 
 export interface QemuCommand {
@@ -145,7 +150,7 @@ export function vcpus(spec: VmSpec): number {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function buildQemuCommand(spec: VmSpec, l: Layout, o: QemuBuildOptions): QemuCommand {
-  const a: string[] = [o.qemu];
+  const a: string[] = [...(o.launcher ?? []), o.qemu];
   const push = (...xs: string[]) => a.push(...xs);
   const json = (x: unknown) => JSON.stringify(x);
 

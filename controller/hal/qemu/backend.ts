@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { missingCapabilities } from '../capabilities';
+import { checkNetnsName, netnsExists } from '../common/iplink';
 import { confinePath } from '../common/paths';
 import { isAlive, isSameProcess, recordOf, signalRecorded, spawnDetached, tail, waitGone } from '../common/process';
 import { QmpClient, type QmpEvent } from '../common/qmp';
@@ -54,6 +55,15 @@ export interface QemuBackendOptions {
   startTimeoutMs?: number;
   /** Default ACPI grace period for stop() (default 30 s). */
   stopGraceMs?: number;
+  /**
+   * Named network namespace (`ip netns add NAME`) for this node's VMs: QEMU is
+   * started as `ip netns exec NAME qemu-system-x86_64 …` (exec, so the pid is
+   * QEMU's) and bridge NIC taps are created there (`ip -n NAME …`). The bridges
+   * must exist in that namespace. pod NICs are unaffected (passt stays in the
+   * node's namespace; QEMU reaches it over a unix socket); QEMU user networking
+   * and its port forwards live inside the namespace. Needs root and iproute2.
+   */
+  netns?: string;
   /** Host probe overrides (tests). */
   host?: Partial<HostInfo>;
 }
@@ -89,6 +99,8 @@ export class QemuBackend implements Backend {
   readonly host: HostInfo;
   readonly fsDriver: 'virtiofs' | '9p';
   readonly accel: 'kvm' | 'tcg';
+  /** Network namespace of this node's VMs (see QemuBackendOptions.netns). */
+  readonly netns?: string;
   private readonly caps: Capability[];
   private readonly vms = new Map<string, Vm>();
   private readonly listeners = new Set<StatusListener>();
@@ -98,6 +110,16 @@ export class QemuBackend implements Backend {
     const virtiofsOk = this.host.root && !!this.host.virtiofsd && !!this.host.unshare && !!this.host.nsenter;
     this.fsDriver = opts.fsDriver === '9p' || (opts.fsDriver !== 'virtiofs' && !virtiofsOk) ? '9p' : 'virtiofs';
     this.accel = opts.accel === 'tcg' || (opts.accel !== 'kvm' && !this.host.kvm) ? 'tcg' : 'kvm';
+    if (opts.netns !== undefined) {
+      try {
+        checkNetnsName(opts.netns);
+      } catch (e: any) {
+        throw new HalError('Invalid', e.message);
+      }
+      if (!this.host.ip || !this.host.root)
+        throw new HalError('Invalid', `netns ${opts.netns}: running VMs in a network namespace needs root and the ip command (iproute2)`);
+    }
+    this.netns = opts.netns;
     const caps: Capability[] = [
       'lifecycle',
       'pause',
@@ -145,6 +167,8 @@ export class QemuBackend implements Backend {
     } catch (e: any) {
       throw new HalError('Invalid', e.message);
     }
+    if (this.netns && !netnsExists(this.netns))
+      throw new HalError('Failed', `network namespace ${this.netns} does not exist (create it with: ip netns add ${this.netns})`);
     const old = readState(l);
     if (old?.qemu && isSameProcess(old.qemu))
       throw new HalError('AlreadyExists', `VM ${input.uid} is already running (pid ${old.qemu.pid}); adopt it instead`);
@@ -178,6 +202,7 @@ export class QemuBackend implements Backend {
       seed,
       macs,
       taps,
+      ...(this.netns ? { launcher: [this.host.ip!, 'netns', 'exec', this.netns] } : {}),
     });
     const state: VmState = {
       version: 1,
@@ -187,6 +212,7 @@ export class QemuBackend implements Backend {
       ports: cmd.ports,
       macs,
       taps,
+      ...(this.netns ? { netns: this.netns } : {}),
       accel: this.accel,
       fsDriver: this.fsDriver,
       createdAt: Date.now(),
@@ -201,7 +227,7 @@ export class QemuBackend implements Backend {
       if (spec.nics.some((n) => n.network === 'pod')) prepareNetDir(l, this.host);
       for (const n of spec.nics) {
         if (n.network === 'pod') state.sidecars.push(await startPasst(this.host, l, n));
-        if (n.network === 'bridge') await createTap(this.host, taps[n.name], n.bridge!);
+        if (n.network === 'bridge') await createTap(this.host, taps[n.name], n.bridge!, this.netns);
       }
       if (this.fsDriver === 'virtiofs')
         for (const f of spec.filesystems) state.sidecars.push(await startVirtiofsd(this.host, l, f));
@@ -360,7 +386,7 @@ export class QemuBackend implements Backend {
       }
       if (nic.network === 'bridge') {
         vm.state.taps[nic.name] = tapName(uid, nic.name);
-        await createTap(this.host, vm.state.taps[nic.name], nic.bridge!);
+        await createTap(this.host, vm.state.taps[nic.name], nic.bridge!, vm.state.netns);
       }
       await vm.qmp!.execute('netdev_add', netdevJson(nic, l, vm.state.taps));
       try {
@@ -372,7 +398,7 @@ export class QemuBackend implements Backend {
     } catch (e) {
       this.freePort(vm, nicDevice(nic.name));
       if (sidecar) await stopSidecar(sidecar);
-      if (vm.state.taps[nic.name]) await deleteTap(this.host, vm.state.taps[nic.name]);
+      if (vm.state.taps[nic.name]) await deleteTap(this.host, vm.state.taps[nic.name], vm.state.netns);
       delete vm.state.taps[nic.name];
       throw new HalError('Failed', `attaching NIC ${nic.name}: ${(e as Error).message}`);
     }
@@ -393,7 +419,7 @@ export class QemuBackend implements Backend {
     this.freePort(vm, nicDevice(name));
     for (const s of vm.state.sidecars.filter((s) => s.kind === 'passt' && s.key === name)) await stopSidecar(s);
     vm.state.sidecars = vm.state.sidecars.filter((s) => !(s.kind === 'passt' && s.key === name));
-    if (vm.state.taps[name]) await deleteTap(this.host, vm.state.taps[name]);
+    if (vm.state.taps[name]) await deleteTap(this.host, vm.state.taps[name], vm.state.netns);
     delete vm.state.taps[name];
     vm.state.spec.nics = vm.state.spec.nics.filter((n) => n.name !== name);
     vm.status.interfaces = vm.status.interfaces.filter((i) => i.name !== name);
@@ -684,7 +710,7 @@ export class QemuBackend implements Backend {
 
   private async stopHelpers(state: VmState): Promise<void> {
     await Promise.all(state.sidecars.map((s) => stopSidecar(s)));
-    for (const tap of Object.values(state.taps)) await deleteTap(this.host, tap);
+    for (const tap of Object.values(state.taps)) await deleteTap(this.host, tap, state.netns);
   }
 
   private setPhase(vm: Vm, phase: VmStatus['phase'], reason: string | undefined, change: string): void {

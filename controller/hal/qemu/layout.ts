@@ -94,6 +94,8 @@ export interface VmState {
   ports: PortSlot[];
   macs: Record<string, string>;
   taps: Record<string, string>;
+  /** Network namespace QEMU and the taps live in (the backend's `netns` at start). */
+  netns?: string;
   accel: 'kvm' | 'tcg';
   fsDriver: 'virtiofs' | '9p';
   createdAt: number;

@@ -4,6 +4,7 @@ import {
   cmdline,
   isAlive,
   recordOf,
+  run,
   runChecked,
   signalRecorded,
   sleep,
@@ -12,6 +13,7 @@ import {
   waitForPath,
   waitGone,
 } from '../common/process';
+import { ipArgv, linkInfo } from '../common/iplink';
 import type { FilesystemSpec, NicSpec } from '../types';
 import type { HostInfo } from './host';
 import { passtSocket, shortName, virtiofsSocket, type Layout, type SidecarRecord } from './layout';
@@ -176,17 +178,26 @@ export async function stopSidecar(r: SidecarRecord): Promise<void> {
   if (!(await waitGone(r.process.pid, 1_000))) signalRecorded(r.process, 'SIGKILL');
 }
 
-/** Creates the tap for a bridge NIC and enslaves it to the (existing) bridge. */
-export async function createTap(host: HostInfo, tap: string, bridge: string): Promise<void> {
+/**
+ * Creates the tap for a bridge NIC and enslaves it to the (existing) bridge, in
+ * the node's network namespace when one is configured (QEMU runs in the same
+ * one and opens the tap by name).
+ */
+export async function createTap(host: HostInfo, tap: string, bridge: string, netns?: string): Promise<void> {
   if (!host.ip) throw new Error('the ip command (iproute2) is not installed');
-  if (!fs.existsSync(`/sys/class/net/${bridge}/bridge`)) throw new Error(`bridge ${bridge} does not exist on this node`);
-  await deleteTap(host, tap);
-  await runChecked([host.ip, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-  await runChecked([host.ip, 'link', 'set', 'dev', tap, 'master', bridge]);
-  await runChecked([host.ip, 'link', 'set', 'dev', tap, 'up']);
+  const where = netns ? ` in network namespace ${netns}` : '';
+  const br = await linkInfo(host.ip, netns, bridge);
+  if (!br) throw new Error(`bridge ${bridge} does not exist on this node${where}`);
+  if (br.kind !== 'bridge') throw new Error(`${bridge}${where} is a ${br.kind ?? 'plain'} interface, not a bridge`);
+  await deleteTap(host, tap, netns);
+  await runChecked(ipArgv(host.ip, netns, 'tuntap', 'add', 'dev', tap, 'mode', 'tap'));
+  await runChecked(ipArgv(host.ip, netns, 'link', 'set', 'dev', tap, 'master', bridge));
+  await runChecked(ipArgv(host.ip, netns, 'link', 'set', 'dev', tap, 'up'));
 }
 
-export async function deleteTap(host: HostInfo, tap: string): Promise<void> {
-  if (host.ip && fs.existsSync(`/sys/class/net/${tap}`))
-    await runChecked([host.ip, 'link', 'del', 'dev', tap]).catch(() => undefined);
+/** Removes a tap if it exists (best effort: a VM's end must not fail on it). */
+export async function deleteTap(host: HostInfo, tap: string, netns?: string): Promise<void> {
+  if (!host.ip) return;
+  if (!netns && !fs.existsSync(`/sys/class/net/${tap}`)) return; // cheap check where sysfs shows the namespace
+  await run(ipArgv(host.ip, netns, 'link', 'del', 'dev', tap)).catch(() => undefined);
 }

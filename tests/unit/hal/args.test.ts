@@ -136,6 +136,15 @@ describe('buildQemuCommand', () => {
     ]);
   });
 
+  test('a launcher prefix (ip netns exec NS) goes before QEMU; the rest of the command is unchanged', () => {
+    const plain = buildQemuCommand(base(), layout, opts()).argv;
+    const { argv } = buildQemuCommand(base(), layout, opts({ launcher: ['/usr/sbin/ip', 'netns', 'exec', 'kv-ns'] }));
+    expect(argv.slice(0, 5)).toEqual(['/usr/sbin/ip', 'netns', 'exec', 'kv-ns', 'qemu-system-x86_64']);
+    expect(argv.slice(4)).toEqual(plain);
+    // The pid file path is the adoption marker: verbatim in argv (QEMU's own argv after the exec).
+    expect(argv).toContain(layout.pidFile);
+  });
+
   test('filesystems: virtiofs chardev + vhost-user-fs; 9p read-only with escaped path', () => {
     const fsSpec = base({ filesystems: [{ tag: 'data', hostPath: '/srv/a,b', readOnly: true }] });
     const v = buildQemuCommand(fsSpec, layout, opts());

@@ -123,6 +123,17 @@ describe('factory', () => {
     expect(() => createBackend('xen')).toThrow('unknown hypervisor backend "xen" (known: qemu, sim)');
     expect(() => createBackend('qemu', {} as any)).toThrow(/needs options with runRoot/);
   });
+  test('qemu netns: a plain namespace name, and only with root and iproute2', () => {
+    const runRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'kvf-'));
+    const host = { kvm: false, root: true, ip: '/usr/sbin/ip' };
+    expect(createBackend('qemu', { runRoot, host, netns: 'kubevm-nodes' }).netns).toBe('kubevm-nodes');
+    for (const bad of ['../x', 'a/b', '', '-n'])
+      expect(() => createBackend('qemu', { runRoot, host, netns: bad })).toThrow(/netns: .* must be a network namespace name/);
+    expect(() => createBackend('qemu', { runRoot, host: { ...host, root: false }, netns: 'ns1' })).toThrow(
+      /netns ns1: running VMs in a network namespace needs root and the ip command/,
+    );
+    fs.rmSync(runRoot, { recursive: true });
+  });
 });
 
 describe('NoCloud seed and console markers', () => {
