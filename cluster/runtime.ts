@@ -96,7 +96,16 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       // One manager for all nodes: they share this host's (or the netns's) bridges.
       if (backend.capabilities().includes('network-bridge')) bridges ??= new LinuxBridges({ netns: backend.netns, ip: backend.host.ip });
     }
-    return new Agent(kube, { nodeName, backend, volumeDir: path.join(nodeDir, 'volumes'), allowedRoots, bridges, log: (l) => log(`[${nodeName}] ${l}`) });
+    return new Agent(kube, {
+      nodeName,
+      backend,
+      volumeDir: path.join(nodeDir, 'volumes'),
+      allowedRoots,
+      bridges,
+      cpu: opts.nodeCapacity?.cpu,
+      memoryBytes: opts.nodeCapacity?.memoryBytes,
+      log: (l) => log(`[${nodeName}] ${l}`),
+    });
   };
   const agents: Agent[] = [];
   for (let i = 0; i < opts.nodes; i++) {
