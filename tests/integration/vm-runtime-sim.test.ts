@@ -1,3 +1,6 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
 import { startRuntime, Runtime } from '../../cluster/runtime';
 import { SimBackend } from '../../controller/hal';
@@ -54,7 +57,10 @@ beforeAll(async () => {
     dataDir: c.dataDir,
     nodes: 2,
     backend: 'sim',
-    sim: { delays: { startMs: 30, guestReadyMs: 100, stopMs: 30, jitter: 0 } },
+    sim: {
+      delays: { startMs: 30, guestReadyMs: 100, stopMs: 30, jitter: 0 },
+      failStart: (spec) => (spec.name.startsWith('crash') ? 'simulated start failure' : undefined),
+    },
   });
   const net = await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/networks`, {
     apiVersion: 'kubevm.dev/v1alpha1',
@@ -127,7 +133,7 @@ test('Manual is started and stopped only by request', async () => {
   await printable('m', 'Stopped');
 });
 
-test('Always and RerunOnFailure replace a crashed instance; Once does not', async () => {
+test('Always replaces a crashed instance; Once does not', async () => {
   const vmi = await get(vmiPath('a'));
   simFor(vmi.spec.nodeName).crash(vmi.metadata.uid); // as kill -9 of QEMU from outside
   await eventually(async () => {
@@ -237,4 +243,80 @@ test('a spec no node\'s backend can run is unschedulable, naming backend, capabi
   } finally {
     (sim as any).caps = caps;
   }
+});
+
+test('RerunOnFailure: a crash gets a new instance; a guest power-off does not', async () => {
+  await volume('root-r');
+  await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/virtualmachines`, vm('r', { runStrategy: 'RerunOnFailure' }));
+  await printable('r', 'Running');
+  const first = await get(vmiPath('r'));
+  simFor(first.spec.nodeName).crash(first.metadata.uid);
+  const second = await eventually(async () => {
+    const i = await get(vmiPath('r'));
+    return i.metadata?.uid && i.metadata.uid !== first.metadata.uid && i.status?.phase === 'Running' ? i : undefined;
+  }, 15_000, 'a new instance after the crash');
+  // The guest powers itself off (the backend reports Succeeded without the agent asking).
+  await simFor(second.spec.nodeName).stop(second.metadata.uid);
+  await printable('r', 'Stopped');
+  await new Promise((r) => setTimeout(r, 1000));
+  const still = await get(vmiPath('r'));
+  expect(still.metadata.uid).toBe(second.metadata.uid);
+  expect(still.status.phase).toBe('Succeeded');
+});
+
+test('repeated start failures back off: CrashLoopBackOff with a growing retry time and the reason', async () => {
+  await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/virtualmachines`, vm('crashy', { disks: [] }));
+  const looping = await printable('crashy', 'CrashLoopBackOff', 20_000);
+  expect(looping.status.startFailure.consecutiveFailCount).toBeGreaterThanOrEqual(2);
+  const failure = looping.status.conditions.find((x: any) => x.type === 'Failure');
+  expect(failure.reason).toBe('StartFailed');
+  expect(failure.message).toContain('simulated start failure');
+  const retryIn = Date.parse(looping.status.startFailure.retryAfter) - Date.parse(looping.status.startFailure.lastFailedAt);
+  expect(retryIn).toBeGreaterThanOrEqual(5000);
+  await c.request('DELETE', vmPath('crashy'));
+});
+
+test('Volumes: import from an image under the allowed roots, clone, and a refused path', async () => {
+  const shared = path.join(c.dataDir, 'shared');
+  const image = path.join(shared, 'base.qcow2');
+  execFileSync('qemu-img', ['create', '-f', 'qcow2', image, '24M']);
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 64k', image]);
+  const create = (name: string, spec: any) =>
+    c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes`, { apiVersion: 'kubevm.dev/v1alpha1', kind: 'Volume', metadata: { name }, spec });
+  const phase = (name: string, want: string) =>
+    eventually(async () => {
+      const v = await get(`/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes/${name}`);
+      return v.status?.phase === want ? v : undefined;
+    }, 20_000, `${name} ${want}`);
+  expect((await create('imported', { format: 'qcow2', source: { image: { path: image } } })).status).toBe(201);
+  const imported = await phase('imported', 'Ready');
+  expect(imported.status.virtualSize).toBe(24 * 1024 * 1024);
+  expect((await create('cloned', { format: 'raw', source: { clone: { volume: 'imported' } } })).status).toBe(201);
+  const cloned = await phase('cloned', 'Ready');
+  expect(cloned.status.nodeName).toBe(imported.status.nodeName); // a clone lives with its source
+  const head = Buffer.alloc(4);
+  const fd = fs.openSync(cloned.status.path, 'r');
+  fs.readSync(fd, head, 0, 4, 0);
+  fs.closeSync(fd);
+  expect(head.toString('hex')).toBe('5a5a5a5a'); // the data came along, converted to raw
+  expect((await create('outside', { source: { image: { path: '/etc/hostname' } } })).status).toBe(201);
+  const refused = await phase('outside', 'Failed');
+  expect(refused.status.message).toContain('outside the allowed roots');
+});
+
+test('cloud-init user data can come from a Secret', async () => {
+  await c.request('POST', `/api/v1/namespaces/${ns}/secrets`, {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: 'ud' },
+    stringData: { userdata: '#!/bin/sh\necho from-secret\n' },
+  });
+  await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/virtualmachines`, vm('s', { disks: [], cloudInit: { userDataSecretRef: { name: 'ud' }, hostname: 'sec-host' } }));
+  await printable('s', 'Running');
+  const vmi = await get(vmiPath('s'));
+  const spec = (simFor(vmi.spec.nodeName).world.vms.get(vmi.metadata.uid) as any).spec;
+  expect(spec.cloudInit).toEqual({ hostname: 'sec-host', userData: '#!/bin/sh\necho from-secret\n' });
+  // The Secret's content stays out of the VM and instance objects.
+  expect(JSON.stringify(await get(vmPath('s')))).not.toContain('from-secret');
+  expect(JSON.stringify(vmi)).not.toContain('from-secret');
 });
