@@ -5,12 +5,13 @@ import { missingCapabilities } from '../hal/capabilities';
 import { GVR, Kube, isConflict, isNotFound } from '../runtime/kube';
 import { WorkQueue, type Result } from '../runtime/queue';
 import { Store, key } from '../controller/caches';
-import { AGENT_FINALIZER, setCondition } from '../controller/vm';
+import { AGENT_FINALIZER } from '../controller/vm';
 import { recordEvent } from '../controller/events';
 import { parseQuantity } from '../controller/scheduler';
 import { confinePath } from '../hal/common/paths';
 import { VolumeProvisioner } from './volumes';
 import type { BridgeSpec, NodeBridges } from './bridges';
+import { iso, withoutConditionTimes as stripTimes, ignoreGone, setCondition } from '../runtime/status';
 
 /**
  * The node agent: registers its Node (capacity, labels, the backend's
@@ -423,14 +424,5 @@ function ended(s: VmStatus): boolean {
   return s.phase === 'Succeeded' || s.phase === 'Failed';
 }
 
-function iso(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
 
-function stripTimes(s: any): any {
-  return { ...s, conditions: (s.conditions ?? []).map((c: any) => ({ ...c, lastTransitionTime: undefined })) };
-}
 
-function ignoreGone(e: unknown): void {
-  if (!isNotFound(e) && !isConflict(e)) throw e;
-}

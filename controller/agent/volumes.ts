@@ -1,12 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFile } from 'node:child_process';
-import { GVR, Kube, isConflict, isNotFound } from '../runtime/kube';
+import { GVR, Kube, isConflict } from '../runtime/kube';
 import { WorkQueue } from '../runtime/queue';
 import { Store } from '../controller/caches';
 import { confinePath } from '../hal/common/paths';
 import { parseQuantity } from '../controller/scheduler';
 import { VOLUME_PROTECTION, VOLUME_STORAGE } from '../controller/storage';
+import { ignoreGone } from '../runtime/status';
 
 /**
  * The agent's half of Volumes: creates the image file for each Volume placed
@@ -102,6 +103,3 @@ function qemuImg(args: string[]): Promise<string> {
   );
 }
 
-function ignoreGone(e: unknown): void {
-  if (!isNotFound(e) && !isConflict(e)) throw e;
-}

@@ -2,9 +2,10 @@ import { isDeepStrictEqual } from 'node:util';
 import { GVR, Kube, isNotFound, isConflict } from '../runtime/kube';
 import { Result } from '../runtime/queue';
 import { KINDS } from '../api/schema';
-import { Caches, key } from './caches';
+import { Caches } from './caches';
 import { pickNode } from './scheduler';
 import { recordEvent } from './events';
+import { iso, setCondition, removeCondition, withoutConditionTimes as stripTimes, ignoreNotFound } from '../runtime/status';
 
 /**
  * The VirtualMachine reconciler: one VirtualMachineInstance per run, created
@@ -263,28 +264,8 @@ function isReady(vmi: any): boolean {
   return vmi.status?.phase === 'Running' && (vmi.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True');
 }
 
-export function setCondition(status: any, type: string, value: string, reason: string, message: string, now: number): void {
-  const list: any[] = status.conditions ?? [];
-  const cur = list.find((c) => c.type === type);
-  if (cur && cur.status === value && cur.reason === reason && cur.message === message) return;
-  const next = { type, status: value, reason, message, lastTransitionTime: cur && cur.status === value ? cur.lastTransitionTime : iso(now) };
-  status.conditions = [...list.filter((c) => c.type !== type), next];
-}
 
-function removeCondition(status: any, type: string): void {
-  if (status.conditions?.some((c: any) => c.type === type)) status.conditions = status.conditions.filter((c: any) => c.type !== type);
-}
 
-function stripTimes(s: any): any {
-  return { ...s, conditions: (s.conditions ?? []).map((c: any) => ({ ...c, lastTransitionTime: undefined })) };
-}
 
-function iso(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
 
-function ignoreNotFound(e: unknown): void {
-  if (!isNotFound(e)) throw e;
-}
 
-export { key };
