@@ -23,7 +23,7 @@ const gc = () => ((global as any).gc?.(), (global as any).gc?.());
 
 async function main(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubevm-scale-'));
-  const c = await startCluster({ dataDir, port: 0, historySize: 200_000, compactIntervalMs: 60_000 });
+  const c = await startCluster({ dataDir, port: 0, historySize: 10_000, compactIntervalMs: 60_000 });
   const rt = await startRuntime({
     kubeconfigPath: c.kubeconfigPath,
     dataDir,

@@ -25,6 +25,37 @@ export class Store {
   }
 }
 
+/** CPU and memory held on each node by unfinished instances, kept up to date from VMI events. */
+export class NodeUsage {
+  private readonly byInstance = new Map<string, { node: string; cpu: number; mem: number }>();
+  private readonly byNode = new Map<string, { cpu: number; mem: number }>();
+
+  constructor(private readonly measure: (spec: any) => { cpu: number; mem: number }) {}
+
+  observe(vmi: any, deleted: boolean): void {
+    const k = key(vmi);
+    const old = this.byInstance.get(k);
+    if (old) {
+      const n = this.byNode.get(old.node)!;
+      n.cpu -= old.cpu;
+      n.mem -= old.mem;
+      this.byInstance.delete(k);
+    }
+    const node = vmi.spec?.nodeName;
+    if (deleted || !node || ['Succeeded', 'Failed'].includes(vmi.status?.phase)) return;
+    const m = this.measure(vmi.spec);
+    this.byInstance.set(k, { node, ...m });
+    const n = this.byNode.get(node) ?? { cpu: 0, mem: 0 };
+    n.cpu += m.cpu;
+    n.mem += m.mem;
+    this.byNode.set(node, n);
+  }
+
+  of(node: string): { cpu: number; mem: number } {
+    return this.byNode.get(node) ?? { cpu: 0, mem: 0 };
+  }
+}
+
 export class Caches {
   readonly vms: Store;
   readonly vmis: Store;
@@ -32,9 +63,15 @@ export class Caches {
   readonly volumes: Store;
   readonly networks: Store;
 
-  constructor(kube: Kube) {
+  readonly usage: NodeUsage;
+
+  constructor(kube: Kube, measure: (spec: any) => { cpu: number; mem: number }) {
     this.vms = new Store(kube.informer(GVR.vm));
     this.vmis = new Store(kube.informer(GVR.vmi));
+    this.usage = new NodeUsage(measure);
+    this.vmis.inf.on('add', (o: any) => this.usage.observe(o, false));
+    this.vmis.inf.on('update', (o: any) => this.usage.observe(o, false));
+    this.vmis.inf.on('delete', (o: any) => this.usage.observe(o, true));
     this.nodes = new Store(kube.informer(GVR.node));
     this.volumes = new Store(kube.informer(GVR.volume));
     this.networks = new Store(kube.informer(GVR.network));

@@ -2,6 +2,7 @@ import { Kube } from '../runtime/kube';
 import { WorkQueue } from '../runtime/queue';
 import { Caches, key } from './caches';
 import { VmReconciler } from './vm';
+import { vcpus, memoryBytes } from './scheduler';
 import { VolumeReconciler, NetworkReconciler } from './storage';
 
 /**
@@ -25,7 +26,7 @@ export class Controller {
     opts: ControllerOptions = {},
   ) {
     const log = opts.log ?? (() => {});
-    this.caches = new Caches(kube);
+    this.caches = new Caches(kube, (spec) => ({ cpu: vcpus(spec), mem: memoryBytes(spec) }));
     const vms = new VmReconciler(kube, this.caches);
     const volumes = new VolumeReconciler(kube, this.caches);
     const networks = new NetworkReconciler(kube, this.caches);

@@ -41,7 +41,13 @@ export function neededCapabilities(vm: any, networks: any[]): { capability: stri
   return needs;
 }
 
-export function pickNode(vm: any, nodes: any[], vmis: any[], requiredNodes: Set<string>, networks: any[] = []): { node: string } | { error: string } {
+export function pickNode(
+  vm: any,
+  nodes: any[],
+  usedOn: (node: string) => { cpu: number; mem: number },
+  requiredNodes: Set<string>,
+  networks: any[] = [],
+): { node: string } | { error: string } {
   const backend = vm.spec.backend ?? 'qemu';
   const needs = neededCapabilities(vm, networks);
   const reasons: string[] = [];
@@ -73,15 +79,9 @@ export function pickNode(vm: any, nodes: any[], vmis: any[], requiredNodes: Set<
       reasons.push(`${name}: the VM's volumes are on ${[...requiredNodes].join(', ')}`);
       continue;
     }
-    let usedCpu = 0;
-    let usedMem = 0;
-    for (const i of vmis) {
-      if (i.spec?.nodeName !== name || ['Succeeded', 'Failed'].includes(i.status?.phase)) continue;
-      usedCpu += vcpus(i.spec);
-      usedMem += memoryBytes(i.spec);
-    }
-    const cpu = parseQuantity(n.status?.allocatable?.cpu) - usedCpu;
-    const mem = parseQuantity(n.status?.allocatable?.memory) - usedMem;
+    const used = usedOn(name);
+    const cpu = parseQuantity(n.status?.allocatable?.cpu) - used.cpu;
+    const mem = parseQuantity(n.status?.allocatable?.memory) - used.mem;
     if (cpu < vcpus(vm.spec) || mem < memoryBytes(vm.spec)) {
       reasons.push(`${name}: insufficient ${cpu < vcpus(vm.spec) ? 'cpu' : 'memory'}`);
       continue;

@@ -186,7 +186,7 @@ export class VmReconciler {
   private async startInstance(vm: any): Promise<{ created: true } | { created: false; printable: string; reason: string; message: string }> {
     const r = this.resolve(vm);
     if (r.error) return { created: false, ...r.error };
-    const placed = pickNode(vm, [...this.caches.nodes.list()], [...this.caches.vmis.list()], r.nodes, r.networks);
+    const placed = pickNode(vm, [...this.caches.nodes.list()], (n) => this.caches.usage.of(n), r.nodes, r.networks);
     if ('error' in placed) return { created: false, printable: 'ErrorUnschedulable', reason: 'Unschedulable', message: placed.error };
     const template: any = {};
     for (const f of Object.keys(VM_KIND.spec.properties)) if (f !== 'runStrategy' && f !== 'updatePolicy' && vm.spec[f] !== undefined) template[f] = vm.spec[f];
