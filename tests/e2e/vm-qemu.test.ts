@@ -73,7 +73,7 @@ beforeAll(async () => {
     kind: 'VirtualMachine',
     metadata: { name: 'g' },
     spec: {
-      runStrategy: 'Always',
+      runStrategy: 'RerunOnFailure',
       memory: '256Mi',
       firmware: { kernel: { kernelPath: guest.kernel, initrdPath: guest.initrd, cmdline: guest.cmdline } },
       disks: [{ name: 'data', volume: 'data' }],
@@ -106,7 +106,7 @@ function killQemuUnder(dir: string): void {
   }
 }
 
-test('Always: the VM runs, the guest boots and reports ready; kubectl shows phase, node and IP', async () => {
+test('RerunOnFailure: the VM runs, the guest boots and reports ready; kubectl shows phase, node and IP', async () => {
   await waitConsole('g', /KUBEVM-GUEST-READY hostname=g ip=(\S+)/);
   const vm = await eventually(async () => {
     const v = await get(`${api}/virtualmachines/g`);
@@ -140,7 +140,7 @@ test('an agent restart keeps the VM: same QEMU pid, still Running', async () => 
   expect((await get(`${api}/virtualmachines/g`)).status.printableStatus).toBe('Running');
 });
 
-test('kill -9 of QEMU: Always starts a new instance, and the disk data survived the restart', async () => {
+test('kill -9 of QEMU: RerunOnFailure starts a new instance, and the disk data survived the restart', async () => {
   const before = await get(`${api}/virtualmachineinstances/g`);
   process.kill(before.status.pid, 'SIGKILL');
   const next = await eventually(async () => {
