@@ -3,7 +3,10 @@ import { GVR, Kube, isNotFound, isConflict } from '../runtime/kube';
 import { Result } from '../runtime/queue';
 import { KINDS } from '../api/schema';
 import { Caches } from './caches';
-import { pickNode } from './scheduler';
+import { pickNode, memoryBytes } from './scheduler';
+
+/** The smallest guest the HAL backends accept. */
+const MIN_MEMORY = 16 * 1024 * 1024;
 import { recordEvent } from './events';
 import { iso, setCondition, removeCondition, withoutConditionTimes as stripTimes, ignoreNotFound } from '../runtime/status';
 
@@ -184,6 +187,10 @@ export class VmReconciler {
   }
 
   private async startInstance(vm: any): Promise<{ created: true } | { created: false; printable: string; reason: string; message: string }> {
+    // Rules a CRD schema cannot state (quantities are strings there): refuse before anything starts.
+    const mem = memoryBytes(vm.spec);
+    if (!(mem >= MIN_MEMORY))
+      return { created: false, printable: 'ErrorUnschedulable', reason: 'InvalidSpec', message: `spec.memory: ${JSON.stringify(vm.spec.memory)} is below the minimum of 16Mi` };
     const r = this.resolve(vm);
     if (r.error) return { created: false, ...r.error };
     const placed = pickNode(vm, [...this.caches.nodes.list()], (n) => this.caches.usage.of(n), r.nodes, r.networks);

@@ -217,6 +217,9 @@ test('a spec no node\'s backend can run is unschedulable, naming backend, capabi
   }
   await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/networks`, { apiVersion: 'kubevm.dev/v1alpha1', kind: 'Network', metadata: { name: 'br' }, spec: { type: 'bridge' } });
   await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/virtualmachines`, vm('b', { disks: [], interfaces: [{ name: 'eth0', network: 'br' }] }));
+  await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/virtualmachines`, vm('tiny', { disks: [], interfaces: [], memory: '8Mi' }));
+  const tiny = await printable('tiny', 'ErrorUnschedulable');
+  expect(tiny.status.conditions.find((x: any) => x.type === 'Failure').message).toBe('spec.memory: "8Mi" is below the minimum of 16Mi');
   const b = await printable('b', 'ErrorUnschedulable');
   const failure = b.status.conditions.find((x: any) => x.type === 'Failure');
   expect(failure.message).toContain('backend "sim" lacks capability "network-bridge" needed by spec.interfaces[0].network');
