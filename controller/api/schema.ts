@@ -35,6 +35,8 @@ const mapList = (description: string, items: Schema, key = 'name', extra: Schema
 });
 const live = (s: Schema): Schema => ({ ...s, 'x-kubevm-update': 'live' });
 const restart = (s: Schema): Schema => ({ ...s, 'x-kubevm-update': 'restart' });
+/** Cannot change in place: the provider replaces the object (the API server does not enforce it). */
+const replace = (s: Schema): Schema => ({ ...s, 'x-kubevm-update': 'replace' });
 
 /** Kubernetes-style names and quantities. */
 export const NAME_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
@@ -250,14 +252,14 @@ const vmiStatus = obj('Observed state of an instance, written by the node agent.
 });
 
 const volumeSpec = obj('A disk image on node storage.', {
-  size: str('Size of a blank volume, or the minimum size of an imported or cloned one.', { pattern: QUANTITY_PATTERN }),
-  format: str('Image format on the node.', { enum: ['qcow2', 'raw'], default: 'qcow2' }),
-  source: obj('Where the content comes from; exactly one of blank, image, clone.', {
+  size: replace(str('Size of a blank volume, or the minimum size of an imported or cloned one.', { pattern: QUANTITY_PATTERN })),
+  format: replace(str('Image format on the node.', { enum: ['qcow2', 'raw'], default: 'qcow2' })),
+  source: replace(obj('Where the content comes from; exactly one of blank, image, clone.', {
     blank: obj('An empty disk of spec.size.', {}),
     image: obj('Import an image file from the node.', { path: str('Absolute path on the node, under the agent\'s allowed roots.', { pattern: '^/' }), format: str('Source format.', { enum: ['qcow2', 'raw'] }) }, { required: ['path'] }),
     clone: obj('Copy another Volume in the same namespace.', { volume: str('Source Volume name.', { pattern: NAME_PATTERN }) }, { required: ['volume'] }),
-  }),
-  nodeName: str('Node that holds the volume; chosen by the controller when empty.'),
+  })),
+  nodeName: replace(str('Node that holds the volume; chosen by the controller when empty.')),
 });
 
 const volumeStatus = obj('Observed state of a volume.', {
@@ -272,14 +274,14 @@ const volumeStatus = obj('Observed state of a volume.', {
 });
 
 const networkSpec = obj('A network VMs attach to.', {
-  type: str('pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking.', {
+  type: replace(str('pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking.', {
     enum: ['pod', 'bridge', 'user'],
     default: 'pod',
-  }),
-  bridge: obj('Settings for type bridge.', {
+  })),
+  bridge: live(obj('Settings for type bridge.', {
     vlan: int('VLAN id: the bridge filters VLANs and every VM port is an untagged access port of this VLAN (the node kernel needs bridge VLAN filtering; an uplink is the operator\'s to add, as a trunk).', { minimum: 1, maximum: 4094 }),
     cidr: str('Address range for the guests (informational; guests get addresses from their own DHCP or cloud-init).'),
-  }),
+  })),
 });
 
 const networkStatus = obj('Observed state of a network.', {
