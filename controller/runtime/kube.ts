@@ -77,6 +77,14 @@ export class Kube {
     return new Kube(kc);
   }
 
+  /** From kubeconfig YAML text (not a path), optionally selecting a context by name. */
+  static fromString(kubeconfigYaml: string, context?: string): Kube {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromString(kubeconfigYaml);
+    if (context) kc.setCurrentContext(context);
+    return new Kube(kc);
+  }
+
   /** One JSON request with client-node's authentication and TLS settings (as its Watch does). */
   async request(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<any> {
     const auth = await this.auth();

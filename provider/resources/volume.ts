@@ -1,0 +1,41 @@
+import { GVR } from '../../controller/runtime/kube';
+import type { UpdateClass } from '../diff';
+import type { Failure } from '../spec-schema';
+import type { Verdict } from '../wait';
+import { CrdResource, type Props } from './common';
+
+/**
+ * kubevm:index:Volume. A volume's content is made once (blank, imported or
+ * cloned) on one node, and there is no resize yet: every spec change replaces it
+ * (delete first when the name stays, since names must be unique).
+ */
+export class Volume extends CrdResource {
+  readonly token = 'kubevm:index:Volume';
+  readonly kind = 'Volume';
+  readonly gvr = GVR.volume;
+  readonly outputKeys = ['uid', 'phase', 'node', 'path', 'virtualSize'];
+
+  classifySpec(_key: string): UpdateClass {
+    return 'replace';
+  }
+
+  protected semanticFailures(spec: Props): Failure[] {
+    const src = spec.source ?? {};
+    const set = ['blank', 'image', 'clone'].filter((k) => src[k] !== undefined);
+    if (set.length > 1) return [{ property: 'source', reason: `source: set exactly one of blank, image, clone (got ${set.join(', ')})` }];
+    if ((set.length === 0 || set[0] === 'blank') && spec.size === undefined)
+      return [{ property: 'size', reason: 'size: required for a blank volume' }];
+    return [];
+  }
+
+  outputs(obj: any): Props {
+    const s = obj.status ?? {};
+    return { uid: obj.metadata.uid, phase: s.phase ?? 'Pending', node: s.nodeName ?? '', path: s.path ?? '', virtualSize: s.virtualSize ?? 0 };
+  }
+
+  ready(obj: any): Verdict {
+    const s = obj.status ?? {};
+    if (s.phase === 'Failed') return { done: false, failed: s.message ?? 'phase Failed' };
+    return { done: s.phase === 'Ready' };
+  }
+}
