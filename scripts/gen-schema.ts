@@ -9,7 +9,7 @@ import { KINDS } from '../controller/api/schema';
  *
  * Mapping rules (see docs/provider-schema.md):
  * - every spec field of a kind becomes an input property of the same camelCase
- *   name, plus `name`, `namespace`, `labels`, `annotations` from metadata;
+ *   name, plus `name`, `namespace`, `labels` from metadata;
  * - nested objects become types `kubevm:index:<Kind><Path>` (array items singular);
  * - outputs are all inputs plus a few flattened status fields (STATUS_OUTPUTS);
  * - `x-kubevm-update` goes into the description (and `willReplaceOnChanges`);
@@ -171,7 +171,8 @@ const meta = {
     willReplaceOnChanges: true,
   },
   labels: { type: 'object', additionalProperties: { type: 'string' }, description: 'Labels of the object.' },
-  annotations: { type: 'object', additionalProperties: { type: 'string' }, description: 'Annotations of the object.' },
+  // Annotations are left out until the provider manages them without fighting the
+  // annotations other tools (and the server) add.
 };
 
 function kindDef(kind: string) {
@@ -194,6 +195,7 @@ function resource(b: Builder, kind: ResourceKind): { spec: Schema; outputs: Reco
     inputProperties[field] = p;
   }
   const properties: Record<string, PropertySpec> = structuredClone(inputProperties);
+  properties.uid = { type: 'string', description: 'uid of the object in the cluster.' };
   for (const o of STATUS_OUTPUTS[kind]) {
     if (o.name in properties) throw new Error(`${kind}: status output ${o.name} collides with an input`);
     let s: Schema;

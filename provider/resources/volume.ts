@@ -13,7 +13,7 @@ export class Volume extends CrdResource {
   readonly token = 'kubevm:index:Volume';
   readonly kind = 'Volume';
   readonly gvr = GVR.volume;
-  readonly outputKeys = ['uid', 'phase', 'node', 'path', 'virtualSize'];
+  readonly outputKeys = ['uid', 'phase', 'node', 'path', 'actualSize', 'virtualSize'];
 
   classifySpec(_key: string): UpdateClass {
     return 'replace';
@@ -30,7 +30,7 @@ export class Volume extends CrdResource {
 
   outputs(obj: any): Props {
     const s = obj.status ?? {};
-    return { uid: obj.metadata.uid, phase: s.phase ?? 'Pending', node: s.nodeName ?? '', path: s.path ?? '', virtualSize: s.virtualSize ?? 0 };
+    return { uid: obj.metadata.uid, phase: s.phase ?? 'Pending', node: s.nodeName ?? '', path: s.path ?? '', actualSize: s.actualSize ?? 0, virtualSize: s.virtualSize ?? 0 };
   }
 
   ready(obj: any): Verdict {

@@ -36,10 +36,6 @@ export interface GetVirtualMachineArgs {
  */
 export interface GetVirtualMachineResult {
     /**
-     * Annotations of the object.
-     */
-    readonly annotations?: {[key: string]: string};
-    /**
      * HAL backend that runs the VM (qemu or sim). One of: `qemu`, `sim`. Default: `"qemu"`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */
     readonly backend?: string;
@@ -123,6 +119,10 @@ export interface GetVirtualMachineResult {
      * Seconds the guest gets to shut down after an ACPI power-off before it is stopped hard. Default: `30`. Changing this is applied live to a running VM.
      */
     readonly terminationGracePeriodSeconds?: number;
+    /**
+     * uid of the object in the cluster.
+     */
+    readonly uid?: string;
     /**
      * What happens when a change needs a restart: Manual leaves the VM running with RestartRequired; Restart restarts it. One of: `Manual`, `Restart`. Default: `"Manual"`. Changing this is applied live to a running VM.
      */

@@ -37,10 +37,6 @@ export class Network extends pulumi.CustomResource {
     }
 
     /**
-     * Annotations of the object.
-     */
-    declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
-    /**
      * Settings for type bridge. Changing this is applied live to a running VM.
      */
     declare public readonly bridge: pulumi.Output<outputs.NetworkBridge | undefined>;
@@ -68,6 +64,10 @@ export class Network extends pulumi.CustomResource {
      * pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. One of: `pod`, `bridge`, `user`. Default: `"pod"`. Changing this replaces the VM.
      */
     declare public readonly type: pulumi.Output<string | undefined>;
+    /**
+     * uid of the object in the cluster.
+     */
+    declare public /*out*/ readonly uid: pulumi.Output<string | undefined>;
 
     /**
      * Create a Network resource with the given unique name, arguments, and options.
@@ -80,7 +80,6 @@ export class Network extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
-            resourceInputs["annotations"] = args ? args.annotations : undefined;
             resourceInputs["bridge"] = args ? args.bridge : undefined;
             resourceInputs["bridgeName"] = undefined /*out*/;
             resourceInputs["labels"] = args ? args.labels : undefined;
@@ -88,8 +87,8 @@ export class Network extends pulumi.CustomResource {
             resourceInputs["namespace"] = args ? args.namespace : undefined;
             resourceInputs["phase"] = undefined /*out*/;
             resourceInputs["type"] = args ? args.type : undefined;
+            resourceInputs["uid"] = undefined /*out*/;
         } else {
-            resourceInputs["annotations"] = undefined /*out*/;
             resourceInputs["bridge"] = undefined /*out*/;
             resourceInputs["bridgeName"] = undefined /*out*/;
             resourceInputs["labels"] = undefined /*out*/;
@@ -97,6 +96,7 @@ export class Network extends pulumi.CustomResource {
             resourceInputs["namespace"] = undefined /*out*/;
             resourceInputs["phase"] = undefined /*out*/;
             resourceInputs["type"] = undefined /*out*/;
+            resourceInputs["uid"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
         super(Network.__pulumiType, name, resourceInputs, opts);
@@ -107,10 +107,6 @@ export class Network extends pulumi.CustomResource {
  * The set of arguments for constructing a Network resource.
  */
 export interface NetworkArgs {
-    /**
-     * Annotations of the object.
-     */
-    annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**
      * Settings for type bridge. Changing this is applied live to a running VM.
      */

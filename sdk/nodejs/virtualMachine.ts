@@ -37,10 +37,6 @@ export class VirtualMachine extends pulumi.CustomResource {
     }
 
     /**
-     * Annotations of the object.
-     */
-    declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
-    /**
      * HAL backend that runs the VM (qemu or sim). One of: `qemu`, `sim`. Default: `"qemu"`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */
     declare public readonly backend: pulumi.Output<string | undefined>;
@@ -125,6 +121,10 @@ export class VirtualMachine extends pulumi.CustomResource {
      */
     declare public readonly terminationGracePeriodSeconds: pulumi.Output<number | undefined>;
     /**
+     * uid of the object in the cluster.
+     */
+    declare public /*out*/ readonly uid: pulumi.Output<string | undefined>;
+    /**
      * What happens when a change needs a restart: Manual leaves the VM running with RestartRequired; Restart restarts it. One of: `Manual`, `Restart`. Default: `"Manual"`. Changing this is applied live to a running VM.
      */
     declare public readonly updatePolicy: pulumi.Output<string | undefined>;
@@ -140,7 +140,6 @@ export class VirtualMachine extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
-            resourceInputs["annotations"] = args ? args.annotations : undefined;
             resourceInputs["backend"] = args ? args.backend : undefined;
             resourceInputs["cloudInit"] = args ? args.cloudInit : undefined;
             resourceInputs["cpu"] = args ? args.cpu : undefined;
@@ -162,9 +161,9 @@ export class VirtualMachine extends pulumi.CustomResource {
             resourceInputs["restartRequiredFields"] = undefined /*out*/;
             resourceInputs["runStrategy"] = args ? args.runStrategy : undefined;
             resourceInputs["terminationGracePeriodSeconds"] = args ? args.terminationGracePeriodSeconds : undefined;
+            resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["updatePolicy"] = args ? args.updatePolicy : undefined;
         } else {
-            resourceInputs["annotations"] = undefined /*out*/;
             resourceInputs["backend"] = undefined /*out*/;
             resourceInputs["cloudInit"] = undefined /*out*/;
             resourceInputs["cpu"] = undefined /*out*/;
@@ -186,6 +185,7 @@ export class VirtualMachine extends pulumi.CustomResource {
             resourceInputs["restartRequiredFields"] = undefined /*out*/;
             resourceInputs["runStrategy"] = undefined /*out*/;
             resourceInputs["terminationGracePeriodSeconds"] = undefined /*out*/;
+            resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["updatePolicy"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
@@ -197,10 +197,6 @@ export class VirtualMachine extends pulumi.CustomResource {
  * The set of arguments for constructing a VirtualMachine resource.
  */
 export interface VirtualMachineArgs {
-    /**
-     * Annotations of the object.
-     */
-    annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**
      * HAL backend that runs the VM (qemu or sim). One of: `qemu`, `sim`. Default: `"qemu"`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */

@@ -41,10 +41,6 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly actualSize: pulumi.Output<number | undefined>;
     /**
-     * Annotations of the object.
-     */
-    declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
-    /**
      * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the VM.
      */
     declare public readonly format: pulumi.Output<string | undefined>;
@@ -85,6 +81,10 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public readonly source: pulumi.Output<outputs.VolumeSource | undefined>;
     /**
+     * uid of the object in the cluster.
+     */
+    declare public /*out*/ readonly uid: pulumi.Output<string | undefined>;
+    /**
      * Size the guest sees, in bytes.
      */
     declare public /*out*/ readonly virtualSize: pulumi.Output<number | undefined>;
@@ -101,7 +101,6 @@ export class Volume extends pulumi.CustomResource {
         opts = opts || {};
         if (!opts.id) {
             resourceInputs["actualSize"] = undefined /*out*/;
-            resourceInputs["annotations"] = args ? args.annotations : undefined;
             resourceInputs["format"] = args ? args.format : undefined;
             resourceInputs["labels"] = args ? args.labels : undefined;
             resourceInputs["name"] = args ? args.name : undefined;
@@ -112,10 +111,10 @@ export class Volume extends pulumi.CustomResource {
             resourceInputs["phase"] = undefined /*out*/;
             resourceInputs["size"] = args ? args.size : undefined;
             resourceInputs["source"] = args ? args.source : undefined;
+            resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["virtualSize"] = undefined /*out*/;
         } else {
             resourceInputs["actualSize"] = undefined /*out*/;
-            resourceInputs["annotations"] = undefined /*out*/;
             resourceInputs["format"] = undefined /*out*/;
             resourceInputs["labels"] = undefined /*out*/;
             resourceInputs["name"] = undefined /*out*/;
@@ -126,6 +125,7 @@ export class Volume extends pulumi.CustomResource {
             resourceInputs["phase"] = undefined /*out*/;
             resourceInputs["size"] = undefined /*out*/;
             resourceInputs["source"] = undefined /*out*/;
+            resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["virtualSize"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
@@ -137,10 +137,6 @@ export class Volume extends pulumi.CustomResource {
  * The set of arguments for constructing a Volume resource.
  */
 export interface VolumeArgs {
-    /**
-     * Annotations of the object.
-     */
-    annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**
      * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the VM.
      */
