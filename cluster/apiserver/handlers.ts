@@ -330,10 +330,21 @@ export class Handlers {
     return opts;
   }
 
+  private orphanDependentsFalse(r: ResourceRequest): boolean {
+    if (r.query.get('orphanDependents') === 'false') return true;
+    try {
+      return r.body.length > 0 && JSON.parse(r.body.toString('utf8')).orphanDependents === false;
+    } catch {
+      return false;
+    }
+  }
+
   private delete(r: ResourceRequest): Reply {
     const opts = this.deleteOptions(r);
     const result = this.objects.delete(r.type, r.namespace, r.name!, opts);
-    return { code: result.deleted || opts.propagationPolicy !== 'Foreground' ? 200 : 202, body: result.object };
+    // Upstream answers 202 only for the deprecated orphanDependents=false; everything else is 200.
+    const accepted = !result.deleted && this.orphanDependentsFalse(r);
+    return { code: accepted ? 202 : 200, body: result.object };
   }
 
   private deleteCollection(r: ResourceRequest): Reply {

@@ -91,6 +91,8 @@ export class Objects {
     // Nodes register with their status (the kubelet does); a new Namespace is always Active
     // and always carries the "kubernetes" finalizer (upstream's namespace PrepareForCreate).
     if (t.statusSubresource && t.kind !== 'Node') delete obj.status;
+    // As upstream's pod strategy: a new pod is Pending until something schedules and runs it.
+    if (t.kind === 'Pod' && !t.crd) obj.status = { phase: 'Pending', qosClass: 'BestEffort' };
     if (t.kind === 'Namespace' && Array.isArray(obj.spec?.finalizers) && !obj.spec.finalizers.includes('kubernetes'))
       obj.spec = { ...obj.spec, finalizers: [...obj.spec.finalizers, 'kubernetes'] };
     applyKindDefaults(t, obj);
