@@ -1,4 +1,4 @@
-import * as fs from 'node:fs';
+import { writeGenerated } from './gen-files';
 import * as path from 'node:path';
 import { KINDS } from '../controller/api/schema';
 
@@ -327,19 +327,5 @@ export function generated(): Record<string, string> {
 }
 
 if (require.main === module) {
-  const check = process.argv.includes('--check');
-  let stale = 0;
-  for (const [rel, content] of Object.entries(generated())) {
-    const file = path.join(root, rel);
-    const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : undefined;
-    if (current === content) continue;
-    if (check) {
-      console.error(`stale: ${rel} (run npm run gen)`);
-      stale++;
-    } else {
-      fs.writeFileSync(file, content);
-      console.log(`wrote ${rel}`);
-    }
-  }
-  process.exit(stale ? 1 : 0);
+  process.exit(writeGenerated(root, generated(), process.argv.includes('--check')) ? 1 : 0);
 }

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { writeGenerated } from './gen-files';
 import * as path from 'node:path';
 
 /**
@@ -595,20 +596,7 @@ if (require.main === module) {
   const check = process.argv.includes('--check');
   const files = generateSdk(readSchema());
   const dir = path.join(root, SDK_DIR);
-  let stale = 0;
-  for (const [rel, content] of Object.entries(files)) {
-    const file = path.join(dir, rel);
-    const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : undefined;
-    if (current === content) continue;
-    if (check) {
-      console.error(`stale: ${SDK_DIR}/${rel} (run npm run gen)`);
-      stale++;
-    } else {
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      fs.writeFileSync(file, content);
-      console.log(`wrote ${SDK_DIR}/${rel}`);
-    }
-  }
+  let stale = writeGenerated(dir, files, check, (rel) => `${SDK_DIR}/${rel}`);
   for (const rel of filesOnDisk()) {
     if (rel in files) continue;
     if (check) {
