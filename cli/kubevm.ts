@@ -4,7 +4,7 @@ import * as https from 'node:https';
 import { startCluster, defaultDataDir, STATE_FILE } from '../cluster/embedded';
 
 /**
- * `kubevm` command line. For now: `kubevm cluster up|down|status`.
+ * `kubevm` command line: the embedded cluster, the console, and the local engine.
  */
 const USAGE = `usage:
   kubevm cluster up [--data-dir DIR] [--port N] [--nodes N] [--backend qemu|sim] [--allowed-root DIR]... [--keep-vms]
@@ -14,7 +14,15 @@ const USAGE = `usage:
   kubevm cluster status [--data-dir DIR]          is it running, where, how many objects
   kubevm cluster down [--data-dir DIR]            stop a running embedded cluster
   kubevm console VM [-n NAMESPACE] [--no-follow]  print and follow a VM's serial console
-                                                  (uses $KUBECONFIG, else the embedded cluster's)`;
+                                                  (uses $KUBECONFIG, else the embedded cluster's)
+  kubevm up|preview|refresh|destroy [PROGRAM-DIR] [--stack NAME] [--state FILE] [-c KEY=VALUE]...
+        [--kubeconfig FILE] [--namespace NS] [--refresh] [--expect-no-changes]
+                                                  the local engine: run a Pulumi TypeScript program
+                                                  (Pulumi.yaml + index.ts, default .) without the Pulumi
+                                                  CLI; state in PROGRAM-DIR/.kubevm-state.json unless
+                                                  --state; --expect-no-changes exits 1 on changes; the
+                                                  cluster: --kubeconfig, else kubevm:kubeconfig config,
+                                                  else $KUBECONFIG, else the embedded cluster's`;
 
 interface Flags {
   dataDir: string;
@@ -184,6 +192,20 @@ async function consoleMain(args: string[]): Promise<void> {
   process.exitCode = await consoleCommand(Kube.fromFile(kubeconfig), ns, vm, follow);
 }
 
+async function engineMain(op: 'up' | 'preview' | 'refresh' | 'destroy', args: string[]): Promise<void> {
+  // Loaded only when needed; require (not import()) so tsx resolves the TypeScript source.
+  const { engineCommand, UsageError } = require('../engine/cli') as typeof import('../engine/cli');
+  const embedded = path.join(defaultDataDir(), 'kubeconfig');
+  const kubeconfig = !process.env.KUBECONFIG && fs.existsSync(embedded) ? embedded : undefined;
+  try {
+    process.exitCode = await engineCommand(op, args, { defaultKubeconfig: kubeconfig });
+  } catch (e) {
+    if (e instanceof UsageError) fail(`${e.message}\n${USAGE}`);
+    process.stderr.write(`kubevm ${op}: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [cmd, sub, ...rest] = argv;
   if (cmd === 'cluster') {
@@ -192,6 +214,7 @@ export async function main(argv: string[]): Promise<void> {
     if (sub === 'status') return status(f);
     if (sub === 'down') return down(f);
   }
+  if (cmd === 'up' || cmd === 'preview' || cmd === 'refresh' || cmd === 'destroy') return engineMain(cmd, [sub, ...rest].filter((x) => x !== undefined));
   if (cmd === 'console') return consoleMain([sub, ...rest].filter((x) => x !== undefined));
   if (cmd === '-h' || cmd === '--help' || cmd === 'help') {
     console.log(USAGE);
