@@ -56,6 +56,12 @@ fetch() {
     # write there, which is harmless.
     (cd "$DEBS" && apt-get download -q "$pkg" 2>&1 | grep -v 'unsandboxed' >&2 || true)
     f="$(ls "$DEBS/${pkg}"_*.deb 2>/dev/null | head -n1 || true)"
+    # Stale package lists name versions the archive no longer has: refresh once and retry.
+    if [ -z "$f" ] && [ "$(id -u)" = "0" ]; then
+      apt-get update -qq
+      (cd "$DEBS" && apt-get download -q "$pkg" 2>&1 | grep -v 'unsandboxed' >&2 || true)
+      f="$(ls "$DEBS/${pkg}"_*.deb 2>/dev/null | head -n1 || true)"
+    fi
     [ -n "$f" ] || { echo "guest: apt-get download $pkg failed" >&2; exit 1; }
   fi
   echo "$f"
