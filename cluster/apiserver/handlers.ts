@@ -325,25 +325,17 @@ export class Handlers {
         { reason: 'FieldValueNotSupported', field: 'propagationPolicy', message: `Unsupported value: "${policy}": supported values: "Foreground", "Background", "Orphan"` },
       ]);
     opts.propagationPolicy = policy;
+    opts.orphanDependentsFalse = body.orphanDependents === false || r.query.get('orphanDependents') === 'false';
     opts.preconditions = body.preconditions;
     if (Array.isArray(body.dryRun) && body.dryRun.includes('All')) opts.dryRun = true;
     return opts;
-  }
-
-  private orphanDependentsFalse(r: ResourceRequest): boolean {
-    if (r.query.get('orphanDependents') === 'false') return true;
-    try {
-      return r.body.length > 0 && JSON.parse(r.body.toString('utf8')).orphanDependents === false;
-    } catch {
-      return false;
-    }
   }
 
   private delete(r: ResourceRequest): Reply {
     const opts = this.deleteOptions(r);
     const result = this.objects.delete(r.type, r.namespace, r.name!, opts);
     // Upstream answers 202 only for the deprecated orphanDependents=false; everything else is 200.
-    const accepted = !result.deleted && this.orphanDependentsFalse(r);
+    const accepted = !result.deleted && !!opts.orphanDependentsFalse;
     return { code: accepted ? 202 : 200, body: result.object };
   }
 

@@ -28,6 +28,8 @@ export interface DeleteOptions extends WriteOptions {
   propagationPolicy?: 'Background' | 'Foreground' | 'Orphan';
   preconditions?: { uid?: string; resourceVersion?: string };
   gracePeriodSeconds?: number;
+  /** The deprecated orphanDependents=false was sent: a pending deletion answers 202. */
+  orphanDependentsFalse?: boolean;
 }
 
 export interface DeleteResult {
