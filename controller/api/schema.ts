@@ -254,10 +254,11 @@ const vmiStatus = obj('Observed state of an instance, written by the node agent.
 const volumeSpec = obj('A disk image on node storage.', {
   size: replace(str('Size of a blank volume, or the minimum size of an imported or cloned one.', { pattern: QUANTITY_PATTERN })),
   format: replace(str('Image format on the node.', { enum: ['qcow2', 'raw'], default: 'qcow2' })),
-  source: replace(obj('Where the content comes from; exactly one of blank, image, clone.', {
+  source: replace(obj('Where the content comes from; exactly one of blank, image, clone, fromBackup.', {
     blank: obj('An empty disk of spec.size.', {}),
     image: obj('Import an image file from the node.', { path: str('Absolute path on the node, under the agent\'s allowed roots.', { pattern: '^/' }), format: str('Source format.', { enum: ['qcow2', 'raw'] }) }, { required: ['path'] }),
     clone: obj('Copy another Volume in the same namespace.', { volume: str('Source Volume name.', { pattern: NAME_PATTERN }) }, { required: ['volume'] }),
+    fromBackup: obj('Restore a backup point (verified against its checksum).', { backup: str('Backup name in the same namespace.', { pattern: NAME_PATTERN }), disk: str('Disk of the backup; may be omitted when it has one disk.', { pattern: NAME_PATTERN }) }, { required: ['backup'] }),
   })),
   nodeName: replace(str('Node that holds the volume; chosen by the controller when empty.')),
 });
@@ -288,6 +289,111 @@ const networkStatus = obj('Observed state of a network.', {
   phase: str('Network phase.', { enum: ['Pending', 'Ready', 'Failed'] }),
   bridgeName: str('Linux bridge for this Network on each node (type bridge): created by the node agent while an instance on that node uses the Network (in the node network namespace, if the agent has one), removed afterwards.'),
   attachedInterfaces: int('Interfaces attached across the cluster.'),
+  conditions,
+});
+
+// ---- Backups (see docs/backup.md) ------------------------------------------------
+
+const DURATION_PATTERN = '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$';
+
+const backupTarget = obj('Where backup points are written: a directory on the node that holds the VM\'s volumes, under the agent\'s allowed roots. Default: the agent\'s backup directory.', {
+  path: str('Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/.', {
+    pattern: '^/',
+    maxLength: 4096,
+    not: { pattern: '(^|/)\\.\\.(/|$)' },
+  }),
+});
+
+const retention = obj('Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy\'s time zone). A point a kept incremental depends on is always kept. Unset: keep everything.', {
+  keepLast: int('Keep the newest N points.', { minimum: 1 }),
+  hourly: int('Keep the newest point of each of the last N hours that have one.', { minimum: 1 }),
+  daily: int('… of each of the last N days.', { minimum: 1 }),
+  weekly: int('… of each of the last N ISO weeks.', { minimum: 1 }),
+  monthly: int('… of each of the last N months.', { minimum: 1 }),
+  yearly: int('… of each of the last N years.', { minimum: 1 }),
+});
+
+const backupPolicySpec = obj('Scheduled full and incremental backups of a set of VMs, with retention.', {
+  vms: live({ type: 'array', items: { type: 'string', pattern: NAME_PATTERN }, description: 'VM names in this namespace. Set vms or selector (or both: the union).' }),
+  selector: live(obj('VMs whose labels match all of these.', { matchLabels: { type: 'object', additionalProperties: { type: 'string' }, description: 'Label key → value.' } })),
+  schedule: live(str('Cron expression (5 fields, or @hourly/@daily/@weekly/@monthly/@yearly) in timeZone.', { maxLength: 200 })),
+  timeZone: live(str('IANA time zone of the schedule and of the retention buckets.', { default: 'UTC' })),
+  retention: live(retention),
+  full: live(obj('When a run is a full backup instead of an incremental. A run is full anyway when there is no valid base (first run, lost or inconsistent bitmap, base deleted).', {
+    every: int('A full backup after every N incrementals.', { minimum: 0 }),
+    interval: str('A full backup when the newest full one is older than this (e.g. 168h, 7d).', { pattern: DURATION_PATTERN }),
+  })),
+  disks: live({ type: 'array', items: { type: 'string', pattern: NAME_PATTERN }, description: 'Disk names to back up; all writable disks when empty.' }),
+  target: replace(backupTarget),
+  paused: live(bool('Skip scheduled runs while true (retention still applies).', { default: false })),
+}, { required: ['schedule'] });
+
+const chainStatus = obj('The backup chain of one VM.', {
+  vm: str('VM name.'),
+  points: int('Succeeded points kept.'),
+  fulls: int('Full points among them.'),
+  lastPoint: str('Newest Succeeded Backup.'),
+  lastPointTime: str('Its completion time.', { format: 'date-time' }),
+  bytes: int('Bytes the kept points take on the node.'),
+}, { required: ['vm'] });
+
+const backupPolicyStatus = obj('Observed state of a backup policy.', {
+  lastScheduleTime: str('When the last run was started.', { format: 'date-time' }),
+  nextScheduleTime: str('When the next run starts (absent while paused).', { format: 'date-time' }),
+  lastResult: str('Result of the last finished run.', { enum: ['Succeeded', 'Failed', 'PartiallyFailed'] }),
+  lastMessage: str('Detail of the last result.'),
+  chains: mapList('Backup chains per VM.', chainStatus, 'vm'),
+  observedGeneration: int('The spec generation this status reflects.'),
+  conditions,
+});
+
+const backupSpec = obj('One backup run of one VM. Created by a BackupPolicy on its schedule, or by hand for an on-demand backup.', {
+  vm: replace(str('VM name in this namespace.', { pattern: NAME_PATTERN })),
+  type: replace(str('Full, or Incremental on the newest Succeeded point of the same chain (policy, or none for on-demand). An Incremental without a valid base runs as Full; status.type says what ran and status.reason why.', { enum: ['Full', 'Incremental'], default: 'Incremental' })),
+  policy: replace(str('The BackupPolicy that made this run; empty for on-demand backups.')),
+  disks: replace({ type: 'array', items: { type: 'string', pattern: NAME_PATTERN }, description: 'Disk names; all writable disks when empty.' }),
+  target: replace(backupTarget),
+}, { required: ['vm'] });
+
+const pointStatus = obj('One disk\'s backup point.', {
+  name: str('Disk name.'),
+  volume: str('Volume backing the disk.'),
+  path: str('qcow2 file on the node.'),
+  base: str('Backup whose point this one builds on (Incremental).'),
+  basePath: str('File of the base point.'),
+  size: int('Bytes of the point file.'),
+  virtualSize: int('Disk size in bytes.'),
+  checksum: str('sha256 of the disk content the point restores to.'),
+}, { required: ['name'] });
+
+const backupStatus = obj('Observed state of a backup run.', {
+  phase: str('Run phase. Succeeded only once every point and its manifest are complete.', { enum: ['Pending', 'Running', 'Succeeded', 'Failed'] }),
+  type: str('What ran.', { enum: ['Full', 'Incremental'] }),
+  reason: str('Why the run is what it is (e.g. why Full).'),
+  message: str('Detail.'),
+  node: str('Node that ran it.'),
+  online: bool('The VM was running (point-in-time through QEMU) rather than stopped (offline).'),
+  startTime: str('Start.', { format: 'date-time' }),
+  completionTime: str('End.', { format: 'date-time' }),
+  durationSeconds: { type: 'number', description: 'Run time in seconds.' },
+  disks: mapList('Points per disk.', pointStatus),
+  conditions,
+});
+
+const restoreSpec = obj('Restores a backup point: into a new Volume, or in place onto a stopped VM\'s disk.', {
+  backup: replace(str('Backup to restore.', { pattern: NAME_PATTERN })),
+  disk: replace(str('Disk of the backup; may be omitted when the backup has one disk.', { pattern: NAME_PATTERN })),
+  volume: replace(str('New Volume to create from the point (same node as the backup).', { pattern: NAME_PATTERN })),
+  inPlace: replace(bool('Overwrite the disk\'s own Volume; the VM must be stopped and stays stopped until the restore finishes.', { default: false })),
+}, { required: ['backup'] });
+
+const restoreStatus = obj('Observed state of a restore.', {
+  phase: str('Restore phase.', { enum: ['Pending', 'Running', 'Succeeded', 'Failed'] }),
+  message: str('Detail.'),
+  volume: str('Volume written.'),
+  checksum: str('Verified sha256 of the restored content.'),
+  startTime: str('Start.', { format: 'date-time' }),
+  completionTime: str('End.', { format: 'date-time' }),
   conditions,
 });
 
@@ -374,6 +480,58 @@ export const KINDS: KindDef[] = [
       { name: 'Type', type: 'string', jsonPath: '.spec.type' },
       { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
       { name: 'Bridge', type: 'string', jsonPath: '.status.bridgeName' },
+      age,
+    ],
+  },
+  {
+    kind: 'BackupPolicy',
+    plural: 'backuppolicies',
+    singular: 'backuppolicy',
+    shortNames: ['bp'],
+    categories: ['kubevm'],
+    description: 'Scheduled full and incremental backups (changed block tracking) of a set of VMs, with retention.',
+    spec: backupPolicySpec,
+    status: backupPolicyStatus,
+    printerColumns: [
+      { name: 'Schedule', type: 'string', jsonPath: '.spec.schedule' },
+      { name: 'Paused', type: 'boolean', jsonPath: '.spec.paused' },
+      { name: 'Last', type: 'date', jsonPath: '.status.lastScheduleTime' },
+      { name: 'Result', type: 'string', jsonPath: '.status.lastResult' },
+      { name: 'Next', type: 'string', jsonPath: '.status.nextScheduleTime', priority: 1 },
+      age,
+    ],
+  },
+  {
+    kind: 'Backup',
+    plural: 'backups',
+    singular: 'backup',
+    shortNames: ['vmbackup'],
+    categories: ['kubevm'],
+    description: 'One backup run of one VM: a full or incremental point per disk, with checksums.',
+    spec: backupSpec,
+    status: backupStatus,
+    printerColumns: [
+      { name: 'VM', type: 'string', jsonPath: '.spec.vm' },
+      { name: 'Type', type: 'string', jsonPath: '.status.type' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Duration', type: 'number', jsonPath: '.status.durationSeconds' },
+      { name: 'Reason', type: 'string', jsonPath: '.status.reason', priority: 1 },
+      age,
+    ],
+  },
+  {
+    kind: 'Restore',
+    plural: 'restores',
+    singular: 'restore',
+    shortNames: ['vmrestore'],
+    categories: ['kubevm'],
+    description: 'Restores a backup point into a new Volume or in place onto a stopped VM\'s disk.',
+    spec: restoreSpec,
+    status: restoreStatus,
+    printerColumns: [
+      { name: 'Backup', type: 'string', jsonPath: '.spec.backup' },
+      { name: 'Volume', type: 'string', jsonPath: '.status.volume' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
       age,
     ],
   },

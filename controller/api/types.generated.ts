@@ -387,7 +387,7 @@ export type VolumeSpec = {
   size?: string;
   /** Image format on the node. */
   format?: "qcow2" | "raw";
-  /** Where the content comes from; exactly one of blank, image, clone. */
+  /** Where the content comes from; exactly one of blank, image, clone, fromBackup. */
   source?: {
     /** An empty disk of spec.size. */
     blank?: Record<string, never>;
@@ -402,6 +402,13 @@ export type VolumeSpec = {
     clone?: {
       /** Source Volume name. */
       volume: string;
+    };
+    /** Restore a backup point (verified against its checksum). */
+    fromBackup?: {
+      /** Backup name in the same namespace. */
+      backup: string;
+      /** Disk of the backup; may be omitted when it has one disk. */
+      disk?: string;
     };
   };
   /** Node that holds the volume; chosen by the controller when empty. */
@@ -492,5 +499,232 @@ export interface Network {
   metadata: ObjectMeta;
   spec: NetworkSpec;
   status?: NetworkStatus;
+}
+
+export type BackupPolicySpec = {
+  /** VM names in this namespace. Set vms or selector (or both: the union). */
+  vms?: Array<string>;
+  /** VMs whose labels match all of these. */
+  selector?: {
+    /** Label key → value. */
+    matchLabels?: Record<string, string>;
+  };
+  /** Cron expression (5 fields, or @hourly/@daily/@weekly/@monthly/@yearly) in timeZone. */
+  schedule: string;
+  /** IANA time zone of the schedule and of the retention buckets. */
+  timeZone?: string;
+  /** Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything. */
+  retention?: {
+    /** Keep the newest N points. */
+    keepLast?: number;
+    /** Keep the newest point of each of the last N hours that have one. */
+    hourly?: number;
+    /** … of each of the last N days. */
+    daily?: number;
+    /** … of each of the last N ISO weeks. */
+    weekly?: number;
+    /** … of each of the last N months. */
+    monthly?: number;
+    /** … of each of the last N years. */
+    yearly?: number;
+  };
+  /** When a run is a full backup instead of an incremental. A run is full anyway when there is no valid base (first run, lost or inconsistent bitmap, base deleted). */
+  full?: {
+    /** A full backup after every N incrementals. */
+    every?: number;
+    /** A full backup when the newest full one is older than this (e.g. 168h, 7d). */
+    interval?: string;
+  };
+  /** Disk names to back up; all writable disks when empty. */
+  disks?: Array<string>;
+  /** Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory. */
+  target?: {
+    /** Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/. */
+    path?: string;
+  };
+  /** Skip scheduled runs while true (retention still applies). */
+  paused?: boolean;
+};
+
+export type BackupPolicyStatus = {
+  /** When the last run was started. */
+  lastScheduleTime?: string;
+  /** When the next run starts (absent while paused). */
+  nextScheduleTime?: string;
+  /** Result of the last finished run. */
+  lastResult?: "Succeeded" | "Failed" | "PartiallyFailed";
+  /** Detail of the last result. */
+  lastMessage?: string;
+  /** Backup chains per VM. */
+  chains?: Array<{
+    /** VM name. */
+    vm: string;
+    /** Succeeded points kept. */
+    points?: number;
+    /** Full points among them. */
+    fulls?: number;
+    /** Newest Succeeded Backup. */
+    lastPoint?: string;
+    /** Its completion time. */
+    lastPointTime?: string;
+    /** Bytes the kept points take on the node. */
+    bytes?: number;
+  }>;
+  /** The spec generation this status reflects. */
+  observedGeneration?: number;
+  /** Current conditions. */
+  conditions?: Array<{
+    /** Condition type, e.g. Ready. */
+    type: string;
+    /** True, False or Unknown. */
+    status: "True" | "False" | "Unknown";
+    /** One-word CamelCase reason. */
+    reason?: string;
+    /** Human-readable detail. */
+    message?: string;
+    /** When the status last changed. */
+    lastTransitionTime?: string;
+    /** When the condition was last checked. */
+    lastProbeTime?: string;
+  }>;
+};
+
+/** Scheduled full and incremental backups (changed block tracking) of a set of VMs, with retention. */
+export interface BackupPolicy {
+  apiVersion: typeof API_VERSION;
+  kind: 'BackupPolicy';
+  metadata: ObjectMeta;
+  spec: BackupPolicySpec;
+  status?: BackupPolicyStatus;
+}
+
+export type BackupSpec = {
+  /** VM name in this namespace. */
+  vm: string;
+  /** Full, or Incremental on the newest Succeeded point of the same chain (policy, or none for on-demand). An Incremental without a valid base runs as Full; status.type says what ran and status.reason why. */
+  type?: "Full" | "Incremental";
+  /** The BackupPolicy that made this run; empty for on-demand backups. */
+  policy?: string;
+  /** Disk names; all writable disks when empty. */
+  disks?: Array<string>;
+  /** Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory. */
+  target?: {
+    /** Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/. */
+    path?: string;
+  };
+};
+
+export type BackupStatus = {
+  /** Run phase. Succeeded only once every point and its manifest are complete. */
+  phase?: "Pending" | "Running" | "Succeeded" | "Failed";
+  /** What ran. */
+  type?: "Full" | "Incremental";
+  /** Why the run is what it is (e.g. why Full). */
+  reason?: string;
+  /** Detail. */
+  message?: string;
+  /** Node that ran it. */
+  node?: string;
+  /** The VM was running (point-in-time through QEMU) rather than stopped (offline). */
+  online?: boolean;
+  /** Start. */
+  startTime?: string;
+  /** End. */
+  completionTime?: string;
+  /** Run time in seconds. */
+  durationSeconds?: number;
+  /** Points per disk. */
+  disks?: Array<{
+    /** Disk name. */
+    name: string;
+    /** Volume backing the disk. */
+    volume?: string;
+    /** qcow2 file on the node. */
+    path?: string;
+    /** Backup whose point this one builds on (Incremental). */
+    base?: string;
+    /** File of the base point. */
+    basePath?: string;
+    /** Bytes of the point file. */
+    size?: number;
+    /** Disk size in bytes. */
+    virtualSize?: number;
+    /** sha256 of the disk content the point restores to. */
+    checksum?: string;
+  }>;
+  /** Current conditions. */
+  conditions?: Array<{
+    /** Condition type, e.g. Ready. */
+    type: string;
+    /** True, False or Unknown. */
+    status: "True" | "False" | "Unknown";
+    /** One-word CamelCase reason. */
+    reason?: string;
+    /** Human-readable detail. */
+    message?: string;
+    /** When the status last changed. */
+    lastTransitionTime?: string;
+    /** When the condition was last checked. */
+    lastProbeTime?: string;
+  }>;
+};
+
+/** One backup run of one VM: a full or incremental point per disk, with checksums. */
+export interface Backup {
+  apiVersion: typeof API_VERSION;
+  kind: 'Backup';
+  metadata: ObjectMeta;
+  spec: BackupSpec;
+  status?: BackupStatus;
+}
+
+export type RestoreSpec = {
+  /** Backup to restore. */
+  backup: string;
+  /** Disk of the backup; may be omitted when the backup has one disk. */
+  disk?: string;
+  /** New Volume to create from the point (same node as the backup). */
+  volume?: string;
+  /** Overwrite the disk's own Volume; the VM must be stopped and stays stopped until the restore finishes. */
+  inPlace?: boolean;
+};
+
+export type RestoreStatus = {
+  /** Restore phase. */
+  phase?: "Pending" | "Running" | "Succeeded" | "Failed";
+  /** Detail. */
+  message?: string;
+  /** Volume written. */
+  volume?: string;
+  /** Verified sha256 of the restored content. */
+  checksum?: string;
+  /** Start. */
+  startTime?: string;
+  /** End. */
+  completionTime?: string;
+  /** Current conditions. */
+  conditions?: Array<{
+    /** Condition type, e.g. Ready. */
+    type: string;
+    /** True, False or Unknown. */
+    status: "True" | "False" | "Unknown";
+    /** One-word CamelCase reason. */
+    reason?: string;
+    /** Human-readable detail. */
+    message?: string;
+    /** When the status last changed. */
+    lastTransitionTime?: string;
+    /** When the condition was last checked. */
+    lastProbeTime?: string;
+  }>;
+};
+
+/** Restores a backup point into a new Volume or in place onto a stopped VM's disk. */
+export interface Restore {
+  apiVersion: typeof API_VERSION;
+  kind: 'Restore';
+  metadata: ObjectMeta;
+  spec: RestoreSpec;
+  status?: RestoreStatus;
 }
 

@@ -77,7 +77,7 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public readonly size: pulumi.Output<string | undefined>;
     /**
-     * Where the content comes from; exactly one of blank, image, clone. Changing this replaces the VM.
+     * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the VM.
      */
     declare public readonly source: pulumi.Output<outputs.VolumeSource | undefined>;
     /**
@@ -162,7 +162,7 @@ export interface VolumeArgs {
      */
     size?: pulumi.Input<string>;
     /**
-     * Where the content comes from; exactly one of blank, image, clone. Changing this replaces the VM.
+     * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the VM.
      */
     source?: pulumi.Input<inputs.VolumeSourceArgs>;
 }

@@ -226,7 +226,7 @@ export interface VirtualMachineInterfacePortArgs {
 }
 
 /**
- * Where the content comes from; exactly one of blank, image, clone.
+ * Where the content comes from; exactly one of blank, image, clone, fromBackup.
  */
 export interface VolumeSourceArgs {
     /**
@@ -237,6 +237,10 @@ export interface VolumeSourceArgs {
      * Copy another Volume in the same namespace.
      */
     clone?: pulumi.Input<inputs.VolumeSourceCloneArgs>;
+    /**
+     * Restore a backup point (verified against its checksum).
+     */
+    fromBackup?: pulumi.Input<inputs.VolumeSourceFromBackupArgs>;
     /**
      * Import an image file from the node.
      */
@@ -257,6 +261,20 @@ export interface VolumeSourceCloneArgs {
      * Source Volume name.
      */
     volume: pulumi.Input<string>;
+}
+
+/**
+ * Restore a backup point (verified against its checksum).
+ */
+export interface VolumeSourceFromBackupArgs {
+    /**
+     * Backup name in the same namespace.
+     */
+    backup: pulumi.Input<string>;
+    /**
+     * Disk of the backup; may be omitted when it has one disk.
+     */
+    disk?: pulumi.Input<string>;
 }
 
 /**

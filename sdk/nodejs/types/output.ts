@@ -244,7 +244,7 @@ export interface VirtualMachineInterfacePort {
 }
 
 /**
- * Where the content comes from; exactly one of blank, image, clone.
+ * Where the content comes from; exactly one of blank, image, clone, fromBackup.
  */
 export interface VolumeSource {
     /**
@@ -255,6 +255,10 @@ export interface VolumeSource {
      * Copy another Volume in the same namespace.
      */
     clone?: outputs.VolumeSourceClone;
+    /**
+     * Restore a backup point (verified against its checksum).
+     */
+    fromBackup?: outputs.VolumeSourceFromBackup;
     /**
      * Import an image file from the node.
      */
@@ -275,6 +279,20 @@ export interface VolumeSourceClone {
      * Source Volume name.
      */
     volume: string;
+}
+
+/**
+ * Restore a backup point (verified against its checksum).
+ */
+export interface VolumeSourceFromBackup {
+    /**
+     * Backup name in the same namespace.
+     */
+    backup: string;
+    /**
+     * Disk of the backup; may be omitted when it has one disk.
+     */
+    disk?: string;
 }
 
 /**
