@@ -15,6 +15,10 @@ const USAGE = `usage:
   kubevm cluster down [--data-dir DIR]            stop a running embedded cluster
   kubevm console VM [-n NAMESPACE] [--no-follow]  print and follow a VM's serial console
                                                   (uses $KUBECONFIG, else the embedded cluster's)
+  kubevm node drain NODE [--timeout SECONDS]      cordon NODE and move its VMs away (live migration
+                                                  for evictionStrategy LiveMigrate, else stop);
+                                                  exits 1 when a VM cannot leave, naming the reason
+  kubevm node cordon|uncordon NODE                mark NODE (un)schedulable for new VMs
   kubevm up|preview|refresh|destroy [PROGRAM-DIR] [--stack NAME] [--state FILE] [-c KEY=VALUE]...
         [--kubeconfig FILE] [--namespace NS] [--refresh] [--expect-no-changes]
                                                   the local engine: run a Pulumi TypeScript program
@@ -192,6 +196,40 @@ async function consoleMain(args: string[]): Promise<void> {
   process.exitCode = await consoleCommand(Kube.fromFile(kubeconfig), ns, vm, follow);
 }
 
+async function nodeMain(sub: string | undefined, args: string[]): Promise<void> {
+  let node: string | undefined;
+  let timeoutMs = 600_000;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--timeout') {
+      const v = Number(args[++i]);
+      if (!Number.isFinite(v) || v <= 0) fail('--timeout needs a positive number of seconds');
+      timeoutMs = v * 1000;
+    } else if (a.startsWith('-')) fail(`unknown flag ${JSON.stringify(a)}\n${USAGE}`);
+    else if (!node) node = a;
+    else fail(`unexpected argument ${JSON.stringify(a)}`);
+  }
+  if (!sub || !['drain', 'cordon', 'uncordon'].includes(sub)) fail(`node needs drain, cordon or uncordon\n${USAGE}`);
+  if (!node) fail(`node ${sub} needs a node name\n${USAGE}`);
+  const kubeconfig = process.env.KUBECONFIG ?? path.join(defaultDataDir(), 'kubeconfig');
+  if (!fs.existsSync(kubeconfig)) fail(`no kubeconfig at ${kubeconfig}: set KUBECONFIG or start the embedded cluster`);
+  const { Kube } = require('../controller/runtime/kube') as typeof import('../controller/runtime/kube');
+  const { drainNode, cordon } = require('../controller/drain') as typeof import('../controller/drain');
+  const kube = Kube.fromFile(kubeconfig);
+  try {
+    if (sub === 'drain') {
+      const res = await drainNode(kube, node!, { timeoutMs, out: (l) => console.log(l) });
+      process.exitCode = res.ok ? 0 : 1;
+    } else {
+      await cordon(kube, node!, sub === 'cordon');
+      console.log(`node/${node} ${sub}ed`);
+    }
+  } catch (e) {
+    process.stderr.write(`kubevm node ${sub}: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
+
 async function engineMain(op: 'up' | 'preview' | 'refresh' | 'destroy', args: string[]): Promise<void> {
   // Loaded only when needed; require (not import()) so tsx resolves the TypeScript source.
   const { engineCommand, UsageError } = require('../engine/cli') as typeof import('../engine/cli');
@@ -215,6 +253,7 @@ export async function main(argv: string[]): Promise<void> {
     if (sub === 'down') return down(f);
   }
   if (cmd === 'up' || cmd === 'preview' || cmd === 'refresh' || cmd === 'destroy') return engineMain(cmd, [sub, ...rest].filter((x) => x !== undefined));
+  if (cmd === 'node') return nodeMain(sub, rest);
   if (cmd === 'console') return consoleMain([sub, ...rest].filter((x) => x !== undefined));
   if (cmd === '-h' || cmd === '--help' || cmd === 'help') {
     console.log(USAGE);

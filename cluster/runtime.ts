@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Kube } from '../controller/runtime/kube';
@@ -7,6 +8,7 @@ import { Agent } from '../controller/agent/agent';
 import { LinuxBridges } from '../controller/agent/bridges';
 import { createBackend, SimWorld, type SimBackendOptions } from '../controller/hal';
 import { allCrds } from '../controller/api/crds';
+import { STORAGE_DOMAIN_LABEL } from '../controller/controller/migration';
 
 /**
  * The VM runtime inside the embedded cluster: installs the kubevm.dev CRDs,
@@ -75,6 +77,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const allowedRoots = opts.allowedRoots ?? [path.join(opts.dataDir, 'shared')];
   for (const r of allowedRoots) fs.mkdirSync(r, { recursive: true });
   let bridges: LinuxBridges | undefined;
+  const storageDomain = `embedded-${createHash('sha256').update(path.resolve(opts.dataDir)).digest('hex').slice(0, 10)}`;
   const makeAgent = (i: number): Agent => {
     const nodeName = `node-${i}`;
     const nodeDir = path.join(opts.dataDir, 'nodes', nodeName);
@@ -104,6 +107,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       bridges,
       cpu: opts.nodeCapacity?.cpu,
       memoryBytes: opts.nodeCapacity?.memoryBytes,
+      // All nodes of the embedded cluster see the same files: live migration needs no disk copy between them.
+      labels: { [STORAGE_DOMAIN_LABEL]: storageDomain },
       log: (l) => log(`[${nodeName}] ${l}`),
     });
   };

@@ -10,7 +10,11 @@ export const ENGINE_COMMANDS: readonly Operation[] = ['up', 'preview', 'refresh'
 
 export class UsageError extends Error {}
 
-export function parseEngineArgs(op: Operation, args: string[], defaults: Partial<EngineOptions> = {}): EngineOptions & { expectNoChanges: boolean } {
+export function parseEngineArgs(
+  op: Operation,
+  args: string[],
+  defaults: Partial<EngineOptions> = {},
+): EngineOptions & { expectNoChanges: boolean } {
   const o: EngineOptions & { expectNoChanges: boolean } = { programDir: '.', expectNoChanges: false, ...defaults, config: {} };
   let dir: string | undefined;
   for (let i = 0; i < args.length; i++) {

@@ -43,11 +43,21 @@ export function show(v: Json): string {
   if (v === UNKNOWN) return '[unknown]';
   if (isSecret(v)) return '[secret]';
   if (Array.isArray(v)) return `[${v.map(show).join(', ')}]`;
-  if (isObject(v)) return `{${Object.entries(v).map(([k, x]) => `${k}: ${show(x)}`).join(', ')}}`;
+  if (isObject(v))
+    return `{${Object.entries(v)
+      .map(([k, x]) => `${k}: ${show(x)}`)
+      .join(', ')}}`;
   return JSON.stringify(v);
 }
 
-const SYMBOL: Record<DiffKind, string> = { ADD: '+', ADD_REPLACE: '+', DELETE: '-', DELETE_REPLACE: '-', UPDATE: '~', UPDATE_REPLACE: '~' };
+const SYMBOL: Record<DiffKind, string> = {
+  ADD: '+',
+  ADD_REPLACE: '+',
+  DELETE: '-',
+  DELETE_REPLACE: '-',
+  UPDATE: '~',
+  UPDATE_REPLACE: '~',
+};
 
 export function formatChange(c: PropertyChange): string {
   const forces = c.kind.endsWith('_REPLACE') ? ' (forces replacement)' : '';
@@ -57,7 +67,11 @@ export function formatChange(c: PropertyChange): string {
 }
 
 /** Top-level keys whose values differ: the per-property view of a refresh. */
-export function shallowChanges(olds: Record<string, Json>, news: Record<string, Json>, equal: (a: Json, b: Json) => boolean): PropertyChange[] {
+export function shallowChanges(
+  olds: Record<string, Json>,
+  news: Record<string, Json>,
+  equal: (a: Json, b: Json) => boolean,
+): PropertyChange[] {
   const keys = [...new Set([...Object.keys(olds), ...Object.keys(news)])].sort();
   const out: PropertyChange[] = [];
   for (const k of keys) {

@@ -4,7 +4,8 @@ import type { Kube } from '../controller/runtime/kube';
 import { checkConfigFailures, contextNamespace, kubeFromConfig, readConfig, CONFIG_KEYS, type ProviderConfig } from './config';
 import { anyPb, emptyPb, engineRpc, enginePb, fromStruct, grpc, pluginPb, providerPb, providerRpc, statusPb, toStruct } from './proto';
 import { InitFailedError, parseId, type OpContext } from './resources/common';
-import { resourceFor } from './resources';
+import { providerResourceFor as resourceFor } from './resources';
+import { invoke } from './functions';
 import { deepEqual, plain, wrapSecrets } from './values';
 
 /**
@@ -139,7 +140,8 @@ export class KubevmProvider {
       }),
       check: unary((req) => {
         const r = resourceFor(req.getUrn());
-        const out = r.check(req.getUrn(), fromStruct(req.getOlds()) ?? {}, fromStruct(req.getNews()) ?? {}, this.namespace);
+        // The random seed makes autonames agree between a preview and its update.
+        const out = r.check(req.getUrn(), fromStruct(req.getOlds()) ?? {}, fromStruct(req.getNews()) ?? {}, this.namespace, req.getRandomseed_asU8());
         const res = new PB.CheckResponse().setInputs(toStruct(out.inputs));
         res.setFailuresList(out.failures.map((f) => new PB.CheckFailure().setProperty(f.property).setReason(f.reason)));
         return res;
@@ -196,8 +198,11 @@ export class KubevmProvider {
         this.cancelled = true;
         return new emptyPb.Empty();
       }),
-      invoke: unary((req) => {
-        throw new Error(`unknown function ${req.getTok()}`);
+      invoke: unary(async (req) => {
+        // Lookups are read-only: they run the same way in previews.
+        const out = await invoke(() => this.ctx(''), req.getTok(), fromStruct(req.getArgs()) ?? {});
+        const res = new PB.InvokeResponse().setFailuresList(out.failures.map((f) => new PB.CheckFailure().setProperty(f.property).setReason(f.reason)));
+        return out.value ? res.setReturn(toStruct(out.value)) : res;
       }),
       attach: unary((req) => {
         this.log.setAddress(req.getAddress());

@@ -28,6 +28,8 @@ export interface WaitSpec {
   /** Decides on a fresh object (undefined = gone). */
   check(obj: any | undefined): Verdict;
   intervalMs?: number;
+  /** Appended to a timeout message: what usually causes this wait never to end. */
+  timeoutHint?: string;
 }
 
 /** A one-line summary of an object's state for progress and error messages. */
@@ -69,8 +71,9 @@ export async function waitFor(ctx: WaitContext, w: WaitSpec): Promise<any> {
     if (failed || timedOut || ctx.cancelled()) {
       const events = await recentEvents(ctx.kube, w.namespace, w.name);
       const why = failed ? `failed: ${failed}` : timedOut ? `timed out after ${Math.round(w.timeoutMs / 1000)}s` : 'cancelled';
+      const hint = timedOut && !failed && w.timeoutHint ? ` ${w.timeoutHint}` : '';
       throw new WaitError(
-        `${w.what} ${why}. Last observed: ${summary}.${events.length ? ` Recent events: ${events.join(' | ')}` : ' No events.'}`,
+        `${w.what} ${why}. Last observed: ${summary}.${events.length ? ` Recent events: ${events.join(' | ')}` : ' No events.'}${hint}`,
       );
     }
     await new Promise((r) => setTimeout(r, w.intervalMs ?? 250));

@@ -1,6 +1,7 @@
 import { writeGenerated } from './gen-files';
 import * as path from 'node:path';
 import { KINDS } from '../controller/api/schema';
+import { INSTALL_DESCRIPTION, INSTALL_INPUTS, INSTALL_OUTPUTS, INSTALL_TOKEN, type InstallField } from '../provider/resources/install-schema';
 
 /**
  * Generates schema.json, the Pulumi package schema of `kubevm`, from
@@ -9,7 +10,7 @@ import { KINDS } from '../controller/api/schema';
  *
  * Mapping rules (see docs/provider-schema.md):
  * - every spec field of a kind becomes an input property of the same camelCase
- *   name, plus `name`, `namespace`, `labels` from metadata;
+ *   name, plus `name`, `namespace`, `labels`, `annotations` from metadata;
  * - nested objects become types `kubevm:index:<Kind><Path>` (array items singular);
  * - outputs are all inputs plus a few flattened status fields (STATUS_OUTPUTS);
  * - `x-kubevm-update` goes into the description (and `willReplaceOnChanges`);
@@ -27,7 +28,7 @@ export const MODULE = 'index';
 export const token = (name: string): string => `${PACKAGE}:${MODULE}:${name}`;
 
 /** Kinds exposed as Pulumi resources (VirtualMachineInstance is the controller's business). */
-export const RESOURCE_KINDS = ['VirtualMachine', 'Network', 'Volume'] as const;
+export const RESOURCE_KINDS = ['VirtualMachine', 'Network', 'Volume', 'ContainerPathMount'] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 
 /** Properties whose values are secret, as `<Kind>.<spec path>`; also marked secret in the schema. */
@@ -71,6 +72,17 @@ export const STATUS_OUTPUTS: Record<ResourceKind, StatusOutput[]> = {
     { name: 'node', path: ['nodeName'] },
     { name: 'actualSize', path: ['actualSize'] },
     { name: 'virtualSize', path: ['virtualSize'] },
+  ],
+  ContainerPathMount: [
+    { name: 'phase', path: ['phase'] },
+    { name: 'reason', path: ['reason'] },
+    { name: 'message', path: ['message'] },
+    { name: 'node', path: ['node'] },
+    {
+      name: 'restartRequired',
+      condition: 'RestartRequired',
+      description: 'True when the share waits for the next start of the VM (the backend cannot add it to the running VM, or its tag is still held).',
+    },
   ],
 };
 
@@ -170,9 +182,18 @@ const meta = {
     description: "Namespace of the object; the provider's default namespace when absent. Changing it replaces the object.",
     willReplaceOnChanges: true,
   },
-  labels: { type: 'object', additionalProperties: { type: 'string' }, description: 'Labels of the object.' },
-  // Annotations are left out until the provider manages them without fighting the
-  // annotations other tools (and the server) add.
+  labels: {
+    type: 'object',
+    additionalProperties: { type: 'string' },
+    description:
+      'Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.',
+  },
+  annotations: {
+    type: 'object',
+    additionalProperties: { type: 'string' },
+    description:
+      'Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).',
+  },
 };
 
 function kindDef(kind: string) {
@@ -219,6 +240,34 @@ function resource(b: Builder, kind: ResourceKind): { spec: Schema; outputs: Reco
   return { spec, outputs: properties };
 }
 
+/**
+ * Install has no CRD: its fields come from the provider's table
+ * (provider/resources/install-schema.ts), the one place they are written.
+ */
+function installProperty(f: InstallField): PropertySpec {
+  const p: PropertySpec = { type: f.type };
+  if (f.type === 'array') p.items = { type: f.of ?? 'string' };
+  if (f.type === 'object') p.additionalProperties = { type: f.of ?? 'string' };
+  const d = describe({ description: f.description, enum: f.enum, default: f.default, type: f.type });
+  const update = f.update === 'replace' ? 'Changing this replaces the Install.' : f.update === 'live' ? 'Changing this is applied in place.' : undefined;
+  p.description = [d, update].filter(Boolean).join(' ');
+  if (f.update === 'replace') p.willReplaceOnChanges = true;
+  return p;
+}
+
+export function installResource(): Schema {
+  const inputProperties = Object.fromEntries(Object.entries(INSTALL_INPUTS).map(([k, f]) => [k, installProperty(f)]));
+  const outputs = Object.fromEntries(Object.entries(INSTALL_OUTPUTS).map(([k, f]) => [k, installProperty(f)]));
+  for (const k of Object.keys(outputs)) if (k in inputProperties) throw new Error(`Install: output ${k} collides with an input`);
+  return {
+    description: INSTALL_DESCRIPTION,
+    properties: { ...structuredClone(inputProperties), ...outputs },
+    // Always in the outputs: the namespace (defaulted by Check) and the status outputs.
+    required: ['namespace', ...Object.keys(outputs)],
+    inputProperties,
+  };
+}
+
 const providerConfig = {
   kubeconfig: {
     type: 'string',
@@ -242,6 +291,7 @@ export function generateSchema(): Schema {
     resources[token(kind)] = r.spec;
     outputsOf[kind] = r.outputs;
   }
+  resources[INSTALL_TOKEN] = installResource();
   b.types[token('NodeCapabilities')] = {
     type: 'object',
     description: 'What a node can run, as reported by its node agent.',

@@ -187,7 +187,9 @@ export class Objects {
     // Fields the client cannot change.
     meta.uid = old.metadata.uid;
     meta.creationTimestamp = old.metadata.creationTimestamp;
-    meta.namespace = old.metadata.namespace;
+    // (Absent, not undefined, for cluster-scoped objects: an identical write must compare equal below.)
+    if (old.metadata.namespace === undefined) delete meta.namespace;
+    else meta.namespace = old.metadata.namespace;
     meta.name = old.metadata.name;
     if (old.metadata.deletionTimestamp) {
       meta.deletionTimestamp = old.metadata.deletionTimestamp;

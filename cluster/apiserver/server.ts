@@ -51,6 +51,9 @@ export const SERVER_VERSION = {
   goVersion: 'go1.23.8',
   compiler: 'gc',
   platform: 'linux/amd64',
+  // Not in upstream's version.Info (clients ignore it): marks kubevm's embedded API server, whose
+  // controller and node agents run in-process. The Install resource's `mode: auto` reads it.
+  kubevm: 'embedded',
 };
 
 const PUBLIC_PATHS = new Set(['/version', '/healthz', '/livez', '/readyz', '/version/']);

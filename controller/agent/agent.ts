@@ -10,6 +10,9 @@ import { recordEvent } from '../controller/events';
 import { parseQuantity } from '../controller/scheduler';
 import { confinePath } from '../hal/common/paths';
 import { VolumeProvisioner } from './volumes';
+import { FilesystemShares } from './filesystems';
+import { BackupRunner } from './backups';
+import { MigrationAgent } from './migrations';
 import type { BridgeSpec, NodeBridges } from './bridges';
 import { iso, withoutConditionTimes as stripTimes, ignoreGone, setCondition } from '../runtime/status';
 
@@ -37,6 +40,12 @@ export interface AgentOptions {
    * the agent leaves bridges alone (the sim backend, or bridges an operator manages).
    */
   bridges?: NodeBridges;
+  /** Run Backups and Restores on this node (default: when the backend has the backup-cbt capability). */
+  backups?: boolean;
+  /** Default directory for backup points. */
+  backupDir?: string;
+  /** Send and receive live migrations (default: when the backend has the live-migration capability). */
+  migration?: boolean;
   log?: (line: string) => void;
 }
 
@@ -50,9 +59,15 @@ export class Agent {
   private readonly bridgeQueue?: WorkQueue;
   private wantedBridges = '';
   private readonly provisioner: VolumeProvisioner;
+  readonly backups?: BackupRunner;
+  readonly migrations?: MigrationAgent;
+  /** Instances migrating away: their source process ends without the instance ending. */
+  private readonly leaving = new Set<string>();
   private readonly uidToKey = new Map<string, string>();
   /** The spec each running VM was started with plus what was hot-plugged since. */
   private readonly applied = new Map<string, VmSpec>();
+  /** ContainerPath shares of the running guests and what the status reports about them. */
+  private readonly shares: FilesystemShares;
   private heartbeat?: NodeJS.Timeout;
   private adopted = false;
   private unobserve: () => void = () => {};
@@ -67,6 +82,49 @@ export class Agent {
     this.volumes = new Store(kube.informer(GVR.volume));
     this.queue = new WorkQueue(`agent/${opts.nodeName}`, (k) => this.reconcile(k), 4, this.log);
     this.provisioner = new VolumeProvisioner(kube, opts.nodeName, opts.volumeDir, opts.allowedRoots, this.volumes, this.log);
+    this.shares = new FilesystemShares(opts.backend, opts.allowedRoots);
+    if (opts.backups ?? opts.backend.capabilities().includes('backup-cbt')) {
+      const backend = opts.backend;
+      this.backups = new BackupRunner(
+        kube,
+        { nodeName: opts.nodeName, backupDir: opts.backupDir ?? `${opts.volumeDir}/.backups`, allowedRoots: opts.allowedRoots, backend, log: this.log },
+        this.vmis,
+        this.volumes,
+        (uid) => {
+          const s = opts.backend.status(uid);
+          return !!s && (s.phase === 'Running' || s.phase === 'Paused');
+        },
+      );
+      this.provisioner.restoreFrom = async (v, file, format) => {
+        const src = v.spec.source.fromBackup;
+        const b = this.backups!.backups.get(`${v.metadata.namespace}/${src.backup}`);
+        if (!b || b.status?.phase !== 'Succeeded') throw new Error(`source.fromBackup: Backup ${src.backup} is not Succeeded`);
+        const disks: any[] = b.status.disks ?? [];
+        const point = src.disk ? disks.find((d) => d.name === src.disk) : disks.length === 1 ? disks[0] : undefined;
+        if (!point) throw new Error(`source.fromBackup.disk: ${src.disk ? `Backup ${src.backup} has no disk ${src.disk}` : `required: Backup ${src.backup} has ${disks.length} disks`}`);
+        await backend.restore({ point: point.manifest, dest: file, format });
+      };
+    }
+    if (opts.migration ?? opts.backend.capabilities().includes('live-migration')) {
+      this.migrations = new MigrationAgent(
+        kube,
+        {
+          nodeName: opts.nodeName,
+          backend: opts.backend,
+          leaving: this.leaving,
+          adoptIncoming: () => undefined,
+          releaseInstance: async (uid) => {
+            this.applied.delete(uid);
+            const b = opts.backend;
+            for (let i = 0; i < 100 && b.status(uid) && !ended(b.status(uid)!); i++) await new Promise((r) => setTimeout(r, 100));
+            await b.cleanup(uid).catch((e) => this.log(`cleanup after migration ${uid}: ${e.message}`));
+            this.leaving.delete(uid);
+          },
+          log: this.log,
+        },
+        this.vmis,
+      );
+    }
     if (opts.bridges) this.bridgeQueue = new WorkQueue(`agent/${opts.nodeName}/bridges`, () => this.syncBridges(), 1, this.log);
     for (const ev of ['add', 'update', 'delete'] as const) {
       this.vmis.inf.on(ev, (o: any) => {
@@ -96,6 +154,8 @@ export class Agent {
     });
     await this.vmis.inf.start();
     await this.volumes.inf.start();
+    await this.backups?.start();
+    await this.migrations?.start();
     await this.adoptOrRemove();
   }
 
@@ -110,6 +170,8 @@ export class Agent {
     this.queue.stop();
     this.bridgeQueue?.stop();
     this.provisioner.queue.stop();
+    await this.backups?.stop();
+    await this.migrations?.stop();
     await this.vmis.inf.stop();
     await this.volumes.inf.stop();
     const b = this.opts.backend;
@@ -237,6 +299,8 @@ export class Agent {
     if (!vmi || vmi.spec?.nodeName !== this.opts.nodeName) return;
     const b = this.opts.backend;
     const uid = vmi.metadata.uid;
+    // Migrating away: the migration agent owns the instance until it is rebound to the target.
+    if (this.leaving.has(uid)) return;
     let s = b.status(uid);
     if (vmi.metadata.deletionTimestamp) {
       if (s && !ended(s)) {
@@ -245,6 +309,7 @@ export class Agent {
       }
       if (b.status(uid)) await b.cleanup(uid);
       this.applied.delete(uid);
+      this.shares.forget(uid);
       const fin = (vmi.metadata.finalizers ?? []).filter((f: string) => f !== AGENT_FINALIZER);
       if (fin.length !== (vmi.metadata.finalizers ?? []).length)
         await this.kube.mergePatch(GVR.vmi, vmi.metadata.namespace, vmi.metadata.name, { metadata: { finalizers: fin.length ? fin : null, resourceVersion: vmi.metadata.resourceVersion } }).catch(ignoreGone);
@@ -253,6 +318,12 @@ export class Agent {
     const phase = vmi.status?.phase;
     if (phase === 'Succeeded' || phase === 'Failed') return;
     if (!s) {
+      const holder = phase !== 'Running' && this.backups?.busy(k);
+      if (holder) {
+        // An offline backup or an in-place restore has the disks: start afterwards.
+        this.queue.addAfter(k, 1000);
+        return this.writeStatus(vmi, { phase: 'Scheduled', nodeName: this.opts.nodeName, reason: 'WaitingForBackup', message: `waiting: ${holder} holds the VM's disks` });
+      }
       if (phase === 'Running') return this.writeStatus(vmi, { phase: 'Failed', reason: 'Lost', message: 'the node agent has no record of this VM (it was not adoptable after an agent restart)' });
       let spec: VmSpec;
       try {
@@ -267,6 +338,7 @@ export class Agent {
         for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
         s = await b.start(spec);
         this.applied.set(uid, spec);
+        this.shares.started(vmi, spec.filesystems);
         await recordEvent(this.kube, vmi, 'Normal', 'Started', `started on ${this.opts.nodeName}${s.pid ? ` (pid ${s.pid})` : ''}`, `kubevm-agent/${this.opts.nodeName}`);
       } catch (e) {
         await recordEvent(this.kube, vmi, 'Warning', 'StartFailed', (e as Error).message, `kubevm-agent/${this.opts.nodeName}`);
@@ -285,10 +357,13 @@ export class Agent {
   private async applyLiveChanges(vmi: any, s: VmStatus): Promise<void> {
     const b = this.opts.backend;
     const want = await this.toHalSpec(vmi);
-    const have = this.applied.get(s.uid);
+    let have = this.applied.get(s.uid);
     if (!have) {
-      this.applied.set(s.uid, want); // adopted: it runs what its spec says
-      return;
+      // Adopted: it runs what its spec says, with the shares the previous agent reported.
+      const shared = this.shares.adopted(vmi);
+      this.applied.set(s.uid, shared ? { ...want, filesystems: shared } : want);
+      if (!shared) return;
+      have = this.applied.get(s.uid)!;
     }
     for (const d of want.disks) if (!have.disks.some((x) => x.name === d.name)) await b.attachDisk(s.uid, d);
     for (const d of have.disks) if (!want.disks.some((x) => x.name === d.name)) await b.detachDisk(s.uid, d.name);
@@ -296,9 +371,8 @@ export class Agent {
     if (added.some((n) => n.network === 'bridge')) for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
     for (const n of added) await b.attachNic(s.uid, n);
     for (const n of have.nics) if (!want.nics.some((x) => x.name === n.name)) await b.detachNic(s.uid, n.name);
-    for (const f of want.filesystems) if (!have.filesystems.some((x) => x.tag === f.tag)) await b.mountPath(s.uid, f);
-    // Filesystems cannot be unplugged: a removed one stays until the next start.
-    this.applied.set(s.uid, { ...want, filesystems: [...want.filesystems, ...have.filesystems.filter((f) => !want.filesystems.some((x) => x.tag === f.tag))] });
+    // Shares: hot-added, removed where the backend can unplug, else pending until the next start (see ./filesystems.ts).
+    this.applied.set(s.uid, { ...want, filesystems: await this.shares.apply(vmi, have.filesystems, want.filesystems) });
   }
 
   private statusFrom(vmi: any, s: VmStatus): any {
@@ -312,6 +386,7 @@ export class Agent {
       startedAt: s.qmpReadyAt ? iso(s.qmpReadyAt) : iso(s.createdAt),
       guestReadyAt: s.guestReadyAt ? iso(s.guestReadyAt) : undefined,
       consoleLog: s.consoleLog,
+      filesystems: this.shares.report(s.uid),
       interfaces: s.interfaces.map((i) => ({
         name: i.name,
         network: (vmi.spec.interfaces ?? []).find((x: any) => x.name === i.name)?.network,
@@ -357,7 +432,9 @@ export class Agent {
       disks: (s.disks ?? []).map((d: any) => {
         const v = vols.get(d.name);
         if (!v?.path) throw new Error(`disk ${d.name}: volume ${d.volume} has no file on this node yet`);
-        return { name: d.name, path: v.path, format: v.format ?? 'qcow2', bus: d.bus === 'sata' ? 'sata' : 'virtio', readOnly: !!d.readOnly, ...(d.bootOrder ? { bootOrder: d.bootOrder } : {}) };
+        // Raw disks keep incremental backups possible through a qcow2 metadata overlay (docs/hal.md, Backup).
+        const cbt = v.format === 'raw' && !d.readOnly && this.opts.backend.capabilities().includes('backup-cbt');
+        return { name: d.name, path: v.path, format: v.format ?? 'qcow2', bus: d.bus === 'sata' ? 'sata' : 'virtio', readOnly: !!d.readOnly, ...(d.bootOrder ? { bootOrder: d.bootOrder } : {}), ...(cbt ? { changeTracking: true } : {}) };
       }),
       nics: (s.interfaces ?? []).map((i: any) => {
         const n = nets.get(i.network);
@@ -371,7 +448,7 @@ export class Agent {
           portForwards: (i.ports ?? []).map((p: any) => ({ protocol: (p.protocol ?? 'TCP').toLowerCase(), port: p.port, ...(p.nodePort ? { hostPort: p.nodePort } : {}) })),
         };
       }),
-      filesystems: (s.filesystems ?? []).map((f: any) => ({ tag: f.name, hostPath: f.containerPath.path, readOnly: true })),
+      filesystems: this.shares.specsOf(vmi),
     };
     if (s.firmware?.kernel) {
       // Boot files come from the node: only from the operator's allowed roots, without symlink escapes.
@@ -384,13 +461,6 @@ export class Agent {
       };
       const k = s.firmware.kernel;
       spec.kernel = { kernel: file(k.kernelPath, 'kernelPath'), ...(k.initrdPath ? { initrd: file(k.initrdPath, 'initrdPath') } : {}), cmdline: k.cmdline };
-    }
-    for (const [i, f] of (s.filesystems ?? []).entries()) {
-      try {
-        confinePath(f.containerPath.path, { allowedRoots: this.opts.allowedRoots });
-      } catch (e) {
-        throw new Error(`spec.filesystems[${i}].containerPath.path: ${(e as Error).message}`);
-      }
     }
     if (s.cloudInit) {
       const ci = s.cloudInit;

@@ -17,6 +17,8 @@ import { ignoreGone } from '../runtime/status';
  */
 export class VolumeProvisioner {
   readonly queue: WorkQueue;
+  /** Restores a `source.fromBackup` Volume into file (set by the agent when it has a backup data path). */
+  restoreFrom?: (v: any, file: string, format: 'qcow2' | 'raw') => Promise<void>;
 
   constructor(
     private readonly kube: Kube,
@@ -69,6 +71,11 @@ export class VolumeProvisioner {
       if (src.image.format) args.push('-f', src.image.format);
       await qemuImg([...args, real, file]);
       if (size) await qemuImg(['resize', ...(fmt === 'raw' ? ['-f', 'raw'] : []), file, size]).catch(() => undefined);
+      return;
+    }
+    if (src.fromBackup) {
+      if (!this.restoreFrom) throw new Error('source.fromBackup: this node agent has no backup data path');
+      await this.restoreFrom(v, file, fmt);
       return;
     }
     if (src.clone) {

@@ -103,20 +103,26 @@ const iface = obj(
   { required: ['name', 'network'] },
 );
 
+/** A ContainerPath directory on the node (VM filesystems and ContainerPathMounts share these rules). */
+const containerPathPath = str('Absolute path on the node; must lie under one of the agent\'s allowed roots, without `..` or symlink escapes.', {
+  maxLength: 4096,
+  pattern: '^/',
+  // No `..` segment (RE2-compatible, so a real kube-apiserver accepts the schema too).
+  not: { pattern: '(^|/)\\.\\.(/|$)' },
+});
+const containerPathReadOnly = bool('Must be true: write access is not supported.', { default: true, enum: [true] });
+/** Mount tags: DNS labels of at most 31 characters (the 9p limit; virtiofs allows 36). */
+const MOUNT_TAG_MAX = 31;
+
 const filesystem = obj(
   'A directory of the node shared read-only into the guest (KubeVirt ContainerPath). The guest mounts it by its name as the tag.',
   {
-    name: str('Filesystem name; the mount tag in the guest.', { pattern: NAME_PATTERN, maxLength: 31 }),
+    name: str('Filesystem name; the mount tag in the guest.', { pattern: NAME_PATTERN, maxLength: MOUNT_TAG_MAX }),
     containerPath: obj(
       'Where the files come from.',
       {
-        path: str('Absolute path on the node; must lie under one of the agent\'s allowed roots, without `..` or symlink escapes.', {
-          maxLength: 4096,
-          pattern: '^/',
-          // No `..` segment (RE2-compatible, so a real kube-apiserver accepts the schema too).
-          not: { pattern: '(^|/)\\.\\.(/|$)' },
-        }),
-        readOnly: bool('Must be true: write access is not supported.', { default: true, enum: [true] }),
+        path: containerPathPath,
+        readOnly: containerPathReadOnly,
       },
       { required: ['path'] },
     ),
@@ -160,7 +166,7 @@ const vmTemplateProperties: Record<string, Schema> = {
   ),
   disks: live(mapList('Disks. Adding or removing a virtio disk is applied live.', disk)),
   interfaces: live(mapList('Network interfaces. Adding or removing one, or changing its network, is applied live.', iface)),
-  filesystems: live(mapList('ContainerPath filesystems. Adding one is applied live.', filesystem)),
+  filesystems: live(mapList('ContainerPath filesystems. Adding one is applied live where the backend can add a share to a running VM (hotplug-filesystem: qemu with virtiofs), removing one where it can unplug it; otherwise the change waits for the next start (RestartRequired). ContainerPathMounts add more (docs/containerpathmount.md).', filesystem)),
   cloudInit: restart(cloudInit),
   nodeSelector: restart({
     type: 'object',
@@ -168,6 +174,7 @@ const vmTemplateProperties: Record<string, Schema> = {
     additionalProperties: { type: 'string' },
   }),
   terminationGracePeriodSeconds: live(int('Seconds the guest gets to shut down after an ACPI power-off before it is stopped hard.', { minimum: 0, default: 30 })),
+  evictionStrategy: live(str('What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy).', { enum: ['LiveMigrate', 'None'], default: 'LiveMigrate' })),
 };
 
 const vmSpec = obj(
@@ -221,6 +228,12 @@ const vmiSpec = obj(
   'One run of a VM: a copy of the VM spec at start, plus where it runs.',
   {
     ...vmTemplateProperties,
+    filesystems: live(
+      mapList(
+        'ContainerPath filesystems: the VM\'s own, then those of the ContainerPathMounts that target the VM (merged by the controller).',
+        obj(filesystem.description, { ...filesystem.properties, mount: str('The ContainerPathMount this filesystem comes from; absent for the VM\'s own.') }, { required: filesystem.required }),
+      ),
+    ),
     nodeName: str('Node the instance is scheduled to.'),
     volumes: mapList(
       'Resolved volumes: the disk files on the node.',
@@ -244,11 +257,37 @@ const vmiStatus = obj('Observed state of an instance, written by the node agent.
   startedAt: str('When the hypervisor started.', { format: 'date-time' }),
   guestReadyAt: str('When the guest reported ready.', { format: 'date-time' }),
   consoleLog: str('Serial console log file on the node.'),
+  migrationState: obj('The last live migration of this instance.', {
+    migration: str('Migration object.'),
+    sourceNode: str('Node it left.'),
+    targetNode: str('Node it moved to.'),
+    completed: bool('The instance runs on the target.'),
+    failed: bool('The migration failed; the instance stayed on the source.'),
+    startTime: str('Start.', { format: 'date-time' }),
+    endTime: str('End.', { format: 'date-time' }),
+    downtimeMs: int('Time the guest was paused for the switch-over, in milliseconds.'),
+  }),
   attached: obj('Devices attached live since start.', {
     disks: { type: 'array', items: { type: 'string' }, description: 'Disk names.' },
     interfaces: { type: 'array', items: { type: 'string' }, description: 'Interface names.' },
     filesystems: { type: 'array', items: { type: 'string' }, description: 'Filesystem names.' },
   }),
+  filesystems: mapList(
+    'Filesystems as the node agent applied them to the running guest.',
+    obj(
+      'One filesystem of the running guest.',
+      {
+        name: str('Filesystem name (the mount tag).'),
+        mount: str('The ContainerPathMount it comes from; absent for the VM\'s own.'),
+        path: str('Directory on the node.'),
+        phase: str('Attached: shared with the guest. Pending: in the spec, shared at the next start (the backend cannot add it live, or its tag is still held by a removed share). DetachPending: removed from the spec, shared until the next start (the backend cannot unplug it live). Failed: cannot be shared (see message).', {
+          enum: ['Attached', 'Pending', 'DetachPending', 'Failed'],
+        }),
+        message: str('Detail.'),
+      },
+      { required: ['name'] },
+    ),
+  ),
 });
 
 const volumeSpec = obj('A disk image on node storage.', {
@@ -359,8 +398,9 @@ const pointStatus = obj('One disk\'s backup point.', {
   name: str('Disk name.'),
   volume: str('Volume backing the disk.'),
   path: str('qcow2 file on the node.'),
+  manifest: str('The point\'s manifest on the node (what a restore reads; written last).'),
   base: str('Backup whose point this one builds on (Incremental).'),
-  basePath: str('File of the base point.'),
+  baseManifest: str('Manifest of the base point.'),
   size: int('Bytes of the point file.'),
   virtualSize: int('Disk size in bytes.'),
   checksum: str('sha256 of the disk content the point restores to.'),
@@ -391,9 +431,38 @@ const restoreStatus = obj('Observed state of a restore.', {
   phase: str('Restore phase.', { enum: ['Pending', 'Running', 'Succeeded', 'Failed'] }),
   message: str('Detail.'),
   volume: str('Volume written.'),
+  node: str('Node that does the restore.'),
   checksum: str('Verified sha256 of the restored content.'),
   startTime: str('Start.', { format: 'date-time' }),
   completionTime: str('End.', { format: 'date-time' }),
+  conditions,
+});
+
+// ---- Live migration ----------------------------------------------------------------
+
+const migrationSpec = obj('Moves a running VM to another node without stopping it.', {
+  vm: replace(str('VM name in this namespace; it must be running.', { pattern: NAME_PATTERN })),
+  targetNode: replace(str('Node to move to; chosen by the scheduler when empty.')),
+  blockMigration: replace(bool('Copy the disks to the target over NBD while the VM runs (node-local disks). Default: off, the disks are on storage both nodes see (embedded clusters).')),
+  completionTimeoutPerGiB: replace(int('Give up when the migration takes longer than this many seconds per GiB of guest memory (and disk, with blockMigration).', { minimum: 1, default: 150 })),
+  progressTimeout: replace(int('Give up when no progress was made for this many seconds.', { minimum: 1, default: 150 })),
+  bandwidthMiBps: replace(int('Bandwidth limit in MiB/s; unlimited when unset.', { minimum: 1 })),
+}, { required: ['vm'] });
+
+const migrationStatus = obj('Observed state of a migration.', {
+  phase: str('KubeVirt\'s migration phases.', { enum: ['Pending', 'Scheduling', 'PreparingTarget', 'TargetReady', 'Running', 'Succeeded', 'Failed'] }),
+  reason: str('Why it failed or waits.'),
+  message: str('Detail.'),
+  sourceNode: str('Node the VM runs on.'),
+  targetNode: str('Node it moves to.'),
+  targetAddress: str('Where the target listens (the migration URI the source uses).'),
+  sourceState: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true, description: 'The running instance as the target must recreate it (devices and their slots, disks, what the guest reported), published by the source agent.' },
+  instanceUID: str('uid of the migrated instance.'),
+  startTime: str('Start.', { format: 'date-time' }),
+  endTime: str('End.', { format: 'date-time' }),
+  durationMs: int('Total time in milliseconds.'),
+  downtimeMs: int('Time the guest was paused for the switch-over, in milliseconds.'),
+  bytesTransferred: int('Bytes sent to the target.'),
   conditions,
 });
 
@@ -412,6 +481,53 @@ export interface KindDef {
 }
 
 const age = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+
+// ---- ContainerPathMount (see docs/containerpathmount.md) ----------------------------
+
+const containerPathMountKind: KindDef = {
+  kind: 'ContainerPathMount',
+  plural: 'containerpathmounts',
+  singular: 'containerpathmount',
+  shortNames: ['cpm'],
+  categories: ['kubevm'],
+  description:
+    'Attaches a directory of the node to a VM in the same namespace, like a volume attachment: the node agent hot-adds it to a running VM (virtiofs) or shares it at the next start; deleting the mount detaches it (live where the backend can unplug a share, else at the next restart). See docs/containerpathmount.md.',
+  spec: obj(
+    'Which directory to share with which VM, under which mount tag.',
+    {
+      vm: replace(str('Name of the VirtualMachine in this namespace.', { pattern: NAME_PATTERN, maxLength: 63 })),
+      path: replace(containerPathPath),
+      tag: replace(
+        str('Mount tag the guest mounts the share by (`mount -t virtiofs TAG DIR`); unique among the VM\'s filesystems (its own and other mounts\'). A DNS label of at most 31 characters (the 9p limit; virtiofs allows 36).', {
+          pattern: NAME_PATTERN,
+          maxLength: MOUNT_TAG_MAX,
+        }),
+      ),
+      readOnly: replace(containerPathReadOnly),
+    },
+    { required: ['vm', 'path', 'tag'] },
+  ),
+  status: obj('Observed state of a mount, written by the controller from what the node agent reports.', {
+    phase: str('Pending: not shared with a running guest (the VM is stopped or starting, or the share waits for the next start); Attached: the node agent shared it with the running instance; Failed: it cannot be shared (see message).', {
+      enum: ['Pending', 'Attached', 'Failed'],
+    }),
+    reason: str('VMNotFound, VMNotRunning, Attaching, AttachAtNextStart, Attached, TagConflict or AttachFailed.'),
+    message: str('Detail.'),
+    node: str('Node of the instance it is attached to.'),
+    instanceUID: str('uid of the VirtualMachineInstance it is attached to.'),
+    observedGeneration: int('The spec generation this status reflects.'),
+    conditions,
+  }),
+  printerColumns: [
+    { name: 'VM', type: 'string', jsonPath: '.spec.vm' },
+    { name: 'Tag', type: 'string', jsonPath: '.spec.tag' },
+    { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+    { name: 'Node', type: 'string', jsonPath: '.status.node' },
+    { name: 'Path', type: 'string', jsonPath: '.spec.path', priority: 1 },
+    { name: 'Reason', type: 'string', jsonPath: '.status.reason', priority: 1 },
+    age,
+  ],
+};
 
 export const KINDS: KindDef[] = [
   {
@@ -480,6 +596,25 @@ export const KINDS: KindDef[] = [
       { name: 'Type', type: 'string', jsonPath: '.spec.type' },
       { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
       { name: 'Bridge', type: 'string', jsonPath: '.status.bridgeName' },
+      age,
+    ],
+  },
+  containerPathMountKind,
+  {
+    kind: 'Migration',
+    plural: 'migrations',
+    singular: 'migration',
+    shortNames: ['vmim'],
+    categories: ['kubevm'],
+    description: 'A live migration of a running VM to another node (KubeVirt VirtualMachineInstanceMigration). Deleting a running migration cancels it.',
+    spec: migrationSpec,
+    status: migrationStatus,
+    printerColumns: [
+      { name: 'VM', type: 'string', jsonPath: '.spec.vm' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Source', type: 'string', jsonPath: '.status.sourceNode' },
+      { name: 'Target', type: 'string', jsonPath: '.status.targetNode' },
+      { name: 'Downtime', type: 'integer', jsonPath: '.status.downtimeMs', priority: 1 },
       age,
     ],
   },

@@ -85,7 +85,7 @@ export type VirtualMachineSpec = {
       protocol?: "TCP" | "UDP";
     }>;
   }>;
-  /** ContainerPath filesystems. Adding one is applied live. */
+  /** ContainerPath filesystems. Adding one is applied live where the backend can add a share to a running VM (hotplug-filesystem: qemu with virtiofs), removing one where it can unplug it; otherwise the change waits for the next start (RestartRequired). ContainerPathMounts add more (docs/containerpathmount.md). */
   filesystems?: Array<{
     /** Filesystem name; the mount tag in the guest. */
     name: string;
@@ -124,6 +124,8 @@ export type VirtualMachineSpec = {
   nodeSelector?: Record<string, string>;
   /** Seconds the guest gets to shut down after an ACPI power-off before it is stopped hard. */
   terminationGracePeriodSeconds?: number;
+  /** What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). */
+  evictionStrategy?: "LiveMigrate" | "None";
 };
 
 export type VirtualMachineStatus = {
@@ -256,7 +258,7 @@ export type VirtualMachineInstanceSpec = {
       protocol?: "TCP" | "UDP";
     }>;
   }>;
-  /** ContainerPath filesystems. Adding one is applied live. */
+  /** ContainerPath filesystems: the VM's own, then those of the ContainerPathMounts that target the VM (merged by the controller). */
   filesystems?: Array<{
     /** Filesystem name; the mount tag in the guest. */
     name: string;
@@ -267,6 +269,8 @@ export type VirtualMachineInstanceSpec = {
       /** Must be true: write access is not supported. */
       readOnly?: true;
     };
+    /** The ContainerPathMount this filesystem comes from; absent for the VM's own. */
+    mount?: string;
   }>;
   /** cloud-init NoCloud data for the guest. */
   cloudInit?: {
@@ -295,6 +299,8 @@ export type VirtualMachineInstanceSpec = {
   nodeSelector?: Record<string, string>;
   /** Seconds the guest gets to shut down after an ACPI power-off before it is stopped hard. */
   terminationGracePeriodSeconds?: number;
+  /** What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). */
+  evictionStrategy?: "LiveMigrate" | "None";
   /** Node the instance is scheduled to. */
   nodeName?: string;
   /** Resolved volumes: the disk files on the node. */
@@ -362,6 +368,25 @@ export type VirtualMachineInstanceStatus = {
   guestReadyAt?: string;
   /** Serial console log file on the node. */
   consoleLog?: string;
+  /** The last live migration of this instance. */
+  migrationState?: {
+    /** Migration object. */
+    migration?: string;
+    /** Node it left. */
+    sourceNode?: string;
+    /** Node it moved to. */
+    targetNode?: string;
+    /** The instance runs on the target. */
+    completed?: boolean;
+    /** The migration failed; the instance stayed on the source. */
+    failed?: boolean;
+    /** Start. */
+    startTime?: string;
+    /** End. */
+    endTime?: string;
+    /** Time the guest was paused for the switch-over, in milliseconds. */
+    downtimeMs?: number;
+  };
   /** Devices attached live since start. */
   attached?: {
     /** Disk names. */
@@ -371,6 +396,19 @@ export type VirtualMachineInstanceStatus = {
     /** Filesystem names. */
     filesystems?: Array<string>;
   };
+  /** Filesystems as the node agent applied them to the running guest. */
+  filesystems?: Array<{
+    /** Filesystem name (the mount tag). */
+    name: string;
+    /** The ContainerPathMount it comes from; absent for the VM's own. */
+    mount?: string;
+    /** Directory on the node. */
+    path?: string;
+    /** Attached: shared with the guest. Pending: in the spec, shared at the next start (the backend cannot add it live, or its tag is still held by a removed share). DetachPending: removed from the spec, shared until the next start (the backend cannot unplug it live). Failed: cannot be shared (see message). */
+    phase?: "Attached" | "Pending" | "DetachPending" | "Failed";
+    /** Detail. */
+    message?: string;
+  }>;
 };
 
 /** One running incarnation of a VirtualMachine, created and deleted by the controller and run by a node agent. */
@@ -499,6 +537,124 @@ export interface Network {
   metadata: ObjectMeta;
   spec: NetworkSpec;
   status?: NetworkStatus;
+}
+
+export type ContainerPathMountSpec = {
+  /** Name of the VirtualMachine in this namespace. */
+  vm: string;
+  /** Absolute path on the node; must lie under one of the agent's allowed roots, without `..` or symlink escapes. */
+  path: string;
+  /** Mount tag the guest mounts the share by (`mount -t virtiofs TAG DIR`); unique among the VM's filesystems (its own and other mounts'). A DNS label of at most 31 characters (the 9p limit; virtiofs allows 36). */
+  tag: string;
+  /** Must be true: write access is not supported. */
+  readOnly?: true;
+};
+
+export type ContainerPathMountStatus = {
+  /** Pending: not shared with a running guest (the VM is stopped or starting, or the share waits for the next start); Attached: the node agent shared it with the running instance; Failed: it cannot be shared (see message). */
+  phase?: "Pending" | "Attached" | "Failed";
+  /** VMNotFound, VMNotRunning, Attaching, AttachAtNextStart, Attached, TagConflict or AttachFailed. */
+  reason?: string;
+  /** Detail. */
+  message?: string;
+  /** Node of the instance it is attached to. */
+  node?: string;
+  /** uid of the VirtualMachineInstance it is attached to. */
+  instanceUID?: string;
+  /** The spec generation this status reflects. */
+  observedGeneration?: number;
+  /** Current conditions. */
+  conditions?: Array<{
+    /** Condition type, e.g. Ready. */
+    type: string;
+    /** True, False or Unknown. */
+    status: "True" | "False" | "Unknown";
+    /** One-word CamelCase reason. */
+    reason?: string;
+    /** Human-readable detail. */
+    message?: string;
+    /** When the status last changed. */
+    lastTransitionTime?: string;
+    /** When the condition was last checked. */
+    lastProbeTime?: string;
+  }>;
+};
+
+/** Attaches a directory of the node to a VM in the same namespace, like a volume attachment: the node agent hot-adds it to a running VM (virtiofs) or shares it at the next start; deleting the mount detaches it (live where the backend can unplug a share, else at the next restart). See docs/containerpathmount.md. */
+export interface ContainerPathMount {
+  apiVersion: typeof API_VERSION;
+  kind: 'ContainerPathMount';
+  metadata: ObjectMeta;
+  spec: ContainerPathMountSpec;
+  status?: ContainerPathMountStatus;
+}
+
+export type MigrationSpec = {
+  /** VM name in this namespace; it must be running. */
+  vm: string;
+  /** Node to move to; chosen by the scheduler when empty. */
+  targetNode?: string;
+  /** Copy the disks to the target over NBD while the VM runs (node-local disks). Default: off, the disks are on storage both nodes see (embedded clusters). */
+  blockMigration?: boolean;
+  /** Give up when the migration takes longer than this many seconds per GiB of guest memory (and disk, with blockMigration). */
+  completionTimeoutPerGiB?: number;
+  /** Give up when no progress was made for this many seconds. */
+  progressTimeout?: number;
+  /** Bandwidth limit in MiB/s; unlimited when unset. */
+  bandwidthMiBps?: number;
+};
+
+export type MigrationStatus = {
+  /** KubeVirt's migration phases. */
+  phase?: "Pending" | "Scheduling" | "PreparingTarget" | "TargetReady" | "Running" | "Succeeded" | "Failed";
+  /** Why it failed or waits. */
+  reason?: string;
+  /** Detail. */
+  message?: string;
+  /** Node the VM runs on. */
+  sourceNode?: string;
+  /** Node it moves to. */
+  targetNode?: string;
+  /** Where the target listens (the migration URI the source uses). */
+  targetAddress?: string;
+  /** The running instance as the target must recreate it (devices and their slots, disks, what the guest reported), published by the source agent. */
+  sourceState?: Record<string, never>;
+  /** uid of the migrated instance. */
+  instanceUID?: string;
+  /** Start. */
+  startTime?: string;
+  /** End. */
+  endTime?: string;
+  /** Total time in milliseconds. */
+  durationMs?: number;
+  /** Time the guest was paused for the switch-over, in milliseconds. */
+  downtimeMs?: number;
+  /** Bytes sent to the target. */
+  bytesTransferred?: number;
+  /** Current conditions. */
+  conditions?: Array<{
+    /** Condition type, e.g. Ready. */
+    type: string;
+    /** True, False or Unknown. */
+    status: "True" | "False" | "Unknown";
+    /** One-word CamelCase reason. */
+    reason?: string;
+    /** Human-readable detail. */
+    message?: string;
+    /** When the status last changed. */
+    lastTransitionTime?: string;
+    /** When the condition was last checked. */
+    lastProbeTime?: string;
+  }>;
+};
+
+/** A live migration of a running VM to another node (KubeVirt VirtualMachineInstanceMigration). Deleting a running migration cancels it. */
+export interface Migration {
+  apiVersion: typeof API_VERSION;
+  kind: 'Migration';
+  metadata: ObjectMeta;
+  spec: MigrationSpec;
+  status?: MigrationStatus;
 }
 
 export type BackupPolicySpec = {
@@ -641,10 +797,12 @@ export type BackupStatus = {
     volume?: string;
     /** qcow2 file on the node. */
     path?: string;
+    /** The point's manifest on the node (what a restore reads; written last). */
+    manifest?: string;
     /** Backup whose point this one builds on (Incremental). */
     base?: string;
-    /** File of the base point. */
-    basePath?: string;
+    /** Manifest of the base point. */
+    baseManifest?: string;
     /** Bytes of the point file. */
     size?: number;
     /** Disk size in bytes. */
@@ -696,6 +854,8 @@ export type RestoreStatus = {
   message?: string;
   /** Volume written. */
   volume?: string;
+  /** Node that does the restore. */
+  node?: string;
   /** Verified sha256 of the restored content. */
   checksum?: string;
   /** Start. */

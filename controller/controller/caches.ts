@@ -62,6 +62,12 @@ export class Caches {
   readonly nodes: Store;
   readonly volumes: Store;
   readonly networks: Store;
+  /** ContainerPathMounts (see ./mounts.ts). */
+  readonly mounts: Store;
+  readonly backupPolicies: Store;
+  readonly backups: Store;
+  readonly restores: Store;
+  readonly migrations: Store;
 
   readonly usage: NodeUsage;
 
@@ -75,10 +81,15 @@ export class Caches {
     this.nodes = new Store(kube.informer(GVR.node));
     this.volumes = new Store(kube.informer(GVR.volume));
     this.networks = new Store(kube.informer(GVR.network));
+    this.mounts = new Store(kube.informer(GVR.containerPathMount));
+    this.backupPolicies = new Store(kube.informer(GVR.backupPolicy));
+    this.backups = new Store(kube.informer(GVR.backup));
+    this.restores = new Store(kube.informer(GVR.restore));
+    this.migrations = new Store(kube.informer(GVR.migration));
   }
 
   all(): Store[] {
-    return [this.vms, this.vmis, this.nodes, this.volumes, this.networks];
+    return [this.vms, this.vmis, this.nodes, this.volumes, this.networks, this.mounts, this.backupPolicies, this.backups, this.restores, this.migrations];
   }
 
   async start(): Promise<void> {

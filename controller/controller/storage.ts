@@ -72,10 +72,12 @@ export class VolumeReconciler {
     if (!isDeepStrictEqual(status, v.status)) await this.status(v, status);
   }
 
-  /** A clone lives where its source is; otherwise the ready node with the fewest volumes. */
+  /** A clone lives where its source is, a restore where its backup is; otherwise the ready node with the fewest volumes. */
   private placeVolume(v: any): string | undefined {
     const src = v.spec.source?.clone?.volume;
     if (src) return this.caches.volumes.get(`${v.metadata.namespace}/${src}`)?.status?.nodeName;
+    const backup = v.spec.source?.fromBackup?.backup;
+    if (backup) return this.caches.backups.get(`${v.metadata.namespace}/${backup}`)?.status?.node;
     const counts = new Map<string, number>();
     for (const n of this.caches.nodes.list())
       if ((n.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True') && n.metadata.annotations?.['kubevm.dev/backends'])

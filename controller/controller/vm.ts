@@ -4,6 +4,7 @@ import { Result } from '../runtime/queue';
 import { KINDS } from '../api/schema';
 import { Caches } from './caches';
 import { pickNode, memoryBytes } from './scheduler';
+import { mergedFilesystems, filesystemsAwaitRestart } from './mounts';
 
 /** The smallest guest the HAL backends accept. */
 const MIN_MEMORY = 16 * 1024 * 1024;
@@ -98,6 +99,8 @@ export class VmReconciler {
 
     // A restart request, or a restart-class change under updatePolicy Restart, ends the current instance first.
     const restartFields = vmi && !finished ? changedRestartFields(vm, vmi) : [];
+    // Shares the backend could not add or remove live (ContainerPathMounts included) wait for the next start.
+    if (vmi && !finished && filesystemsAwaitRestart(vmi)) restartFields.push('filesystems');
     const restartNow = request === 'restart' || (restartFields.length > 0 && vm.spec.updatePolicy === 'Restart');
 
     if (vmi && !vmi.metadata.deletionTimestamp) {
@@ -151,7 +154,8 @@ export class VmReconciler {
   private async passLiveChanges(vm: any, vmi: any): Promise<void> {
     const resolved = this.resolve(vm);
     const patch: any = {};
-    for (const f of LIVE_FIELDS) if (!isDeepStrictEqual(vm.spec[f], vmi.spec[f])) patch[f] = vm.spec[f] ?? null;
+    const desired = this.templateOf(vm);
+    for (const f of LIVE_FIELDS) if (!isDeepStrictEqual(desired[f], vmi.spec[f])) patch[f] = desired[f] ?? null;
     if (!resolved.error) {
       if (!isDeepStrictEqual(resolved.volumes, vmi.spec.volumes ?? [])) patch.volumes = resolved.volumes;
       if (!isDeepStrictEqual(resolved.networks, vmi.spec.networks ?? [])) patch.networks = resolved.networks;
@@ -195,8 +199,7 @@ export class VmReconciler {
     if (r.error) return { created: false, ...r.error };
     const placed = pickNode(vm, [...this.caches.nodes.list()], (n) => this.caches.usage.of(n), r.nodes, r.networks);
     if ('error' in placed) return { created: false, printable: 'ErrorUnschedulable', reason: 'Unschedulable', message: placed.error };
-    const template: any = {};
-    for (const f of Object.keys(VM_KIND.spec.properties)) if (f !== 'runStrategy' && f !== 'updatePolicy' && vm.spec[f] !== undefined) template[f] = vm.spec[f];
+    const template = this.templateOf(vm);
     const vmi = {
       apiVersion: 'kubevm.dev/v1alpha1',
       kind: 'VirtualMachineInstance',
@@ -217,6 +220,16 @@ export class VmReconciler {
     }
     await recordEvent(this.kube, vm, 'Normal', 'SuccessfulCreate', `created instance on node ${placed.node}`);
     return { created: true };
+  }
+
+  /** The machine part of the VM spec an instance runs, with the filesystems of its ContainerPathMounts merged in. */
+  private templateOf(vm: any): any {
+    const template: any = {};
+    for (const f of Object.keys(VM_KIND.spec.properties)) if (f !== 'runStrategy' && f !== 'updatePolicy' && vm.spec[f] !== undefined) template[f] = vm.spec[f];
+    const fs = mergedFilesystems(this.caches, vm).filesystems;
+    if (fs.length) template.filesystems = fs;
+    else delete template.filesystems;
+    return template;
   }
 
   /** Folds the instance into the VM status: printable status, conditions, node, interfaces. */
@@ -241,6 +254,7 @@ export class VmReconciler {
       if (!vmi) {
         if (!['ErrorUnschedulable', 'WaitingForVolume', 'Starting'].includes(status.printableStatus) || !wantRunning) status.printableStatus = 'Stopped';
       } else if (vmi.metadata.deletionTimestamp) status.printableStatus = vm.metadata.deletionTimestamp ? 'Terminating' : 'Stopping';
+      else if (phase === 'Running' && vmi.status?.migrationState && !vmi.status.migrationState.completed && !vmi.status.migrationState.failed) status.printableStatus = 'Migrating';
       else if (phase === 'Running') status.printableStatus = vmi.status?.conditions?.some((c: any) => c.type === 'Paused' && c.status === 'True') ? 'Paused' : 'Running';
       else if (phase && FINISHED.has(phase)) status.printableStatus = wantRunning ? 'Starting' : 'Stopped';
       else status.printableStatus = 'Starting';

@@ -8,7 +8,8 @@ import { SimBackend, type SimBackendOptions } from './sim/backend';
 import { HalError, type Backend, type BackendName } from './types';
 
 export * from './types';
-export { missingCapabilities, requiredCapabilities } from './capabilities';
+export * from './migration-types';
+export { migratable, missingCapabilities, requiredCapabilities } from './capabilities';
 export { confinePath, normalisePath, PathError } from './common/paths';
 export { validateSpec } from './validate';
 export { QemuBackend, SimBackend };

@@ -7,6 +7,17 @@
  * VirtualMachineInstance objects onto it, and the sim backend needs nothing more.
  */
 
+import type { LiveOps } from './migration-types';
+import type {
+  BackupRequest,
+  BackupResult,
+  BackupSource,
+  DiskTracking,
+  RestoreRequest,
+  RestoreResult,
+  VerifyResult,
+} from './backup-types';
+
 /** Backends selectable by name (see ./index.ts). */
 export type BackendName = 'qemu' | 'sim';
 
@@ -31,6 +42,10 @@ export type Capability =
   | 'hotplug-disk'
   | 'hotplug-nic'
   | 'hotplug-filesystem' // mountPath on a running VM (virtiofs only)
+  | 'live-migration' // migrate/prepareIncoming between two backend instances (shared storage)
+  | 'block-migration' // live migration that copies node-local disks (NBD mirror)
+  | 'nic-retarget' // retargetNic: a running NIC onto another network, no restart
+  | 'backup-cbt' // backup/restore with persistent dirty bitmaps; disks[].changeTracking (see backup-types.ts)
   | 'accel-kvm'; // hardware acceleration is in use (else software emulation)
 
 export interface CpuSpec {
@@ -52,6 +67,12 @@ export interface DiskSpec {
   readOnly?: boolean;
   /** Lower boots first; disks without one are not bootable. */
   bootOrder?: number;
+  /**
+   * Keep changed-block tracking possible for incremental backups. qcow2 disks
+   * carry their bitmaps themselves; a raw disk then runs through a qcow2
+   * metadata overlay `<path>.cbt.qcow2` made at start (docs/hal.md, Backup).
+   */
+  changeTracking?: boolean;
 }
 
 export type NetworkKind = 'pod' | 'user' | 'bridge';
@@ -114,6 +135,11 @@ export interface VmSpec {
   filesystems: FilesystemSpec[];
   cloudInit?: CloudInitSpec;
   kernel?: KernelBootSpec;
+  /**
+   * Spare hotplug slots reserved at start (qemu: empty PCIe root ports; q35 cannot
+   * add them later). Default: the backend's setting (qemu 4). 0 to 32.
+   */
+  hotplugSlots?: number;
 }
 
 /**
@@ -162,7 +188,7 @@ export interface StopOptions {
 }
 
 /** The backend contract. All methods address a VM by its uid. */
-export interface Backend {
+export interface Backend extends LiveOps {
   readonly name: BackendName;
   capabilities(): readonly Capability[];
 
@@ -186,6 +212,11 @@ export interface Backend {
   detachNic(uid: string, name: string): Promise<void>;
   /** Shares a host directory with a running VM (the guest mounts it by tag). */
   mountPath(uid: string, fs: FilesystemSpec): Promise<void>;
+  /**
+   * Removes a share from a running VM, where the backend can (qemu with virtiofs);
+   * absent or failing: the share stays until the VM's next start.
+   */
+  unmountPath?(uid: string, tag: string): Promise<void>;
 
   /** uids of VMs this node has state for (running or not), for adoption and orphan removal. */
   discover(): Promise<string[]>;
@@ -199,15 +230,29 @@ export interface Backend {
   cleanup(uid: string): Promise<void>;
   /** Lets go of every VM without stopping it (agent shutdown); they stay adoptable. */
   close(): Promise<void>;
+
+  // Backup (backup-types.ts; docs/hal.md, Backup). One backup per VM at a time.
+  /** Full or incremental point-in-time backup of a running VM's disks, or offline of a stopped VM's. */
+  backup(source: BackupSource, req: BackupRequest): Promise<BackupResult>;
+  /** Writes a point (its chain flattened) to a new image, or in place onto a stopped VM's disk; verifies the checksum. */
+  restore(req: RestoreRequest): Promise<RestoreResult>;
+  /** Recomputes a point's checksum from its chain and checks the chain's manifests. */
+  verifyBackup(point: string): Promise<VerifyResult>;
+  /** Per disk: the bitmaps and whether the next backup can be incremental. */
+  changeTracking(source: BackupSource): Promise<DiskTracking[]>;
+  /** Removes kubevm's bitmaps (offline also a raw disk's overlay): the next backup is Full. */
+  dropChangeTracking(source: BackupSource, disks?: string[]): Promise<void>;
 }
 
 /** Raised for requests a backend cannot honour; `code` is stable for callers to branch on. */
 export class HalError extends Error {
   constructor(
-    readonly code: 'NotFound' | 'AlreadyExists' | 'Invalid' | 'Unsupported' | 'WrongState' | 'Failed' | 'Timeout',
+    readonly code: 'NotFound' | 'AlreadyExists' | 'Invalid' | 'Unsupported' | 'WrongState' | 'Failed' | 'Timeout' | 'Cancelled',
     message: string,
   ) {
     super(message);
     this.name = 'HalError';
   }
 }
+
+export type * from './backup-types';

@@ -101,6 +101,14 @@ export function validateSpec(spec: VmSpec): void {
     fail('kernel.kernel', spec.kernel.kernel, 'must be an absolute path');
   if (spec.kernel?.initrd !== undefined && !spec.kernel.initrd.startsWith('/'))
     fail('kernel.initrd', spec.kernel.initrd, 'must be an absolute path');
+  if (
+    spec.hotplugSlots !== undefined &&
+    (typeof spec.hotplugSlots !== 'number' ||
+      !Number.isInteger(spec.hotplugSlots) ||
+      spec.hotplugSlots < 0 ||
+      spec.hotplugSlots > 32)
+  )
+    fail('hotplugSlots', spec.hotplugSlots, 'must be an integer from 0 to 32');
   if (spec.cloudInit?.hostname !== undefined && !DNS_LABEL.test(spec.cloudInit.hostname))
     fail('cloudInit.hostname', spec.cloudInit.hostname, 'must be a DNS label');
 }

@@ -16,6 +16,23 @@ import { CrdResource, type DiffOutcome, type OpContext, type Props } from './com
  */
 const RUNNING = new Set(['Always', 'RerunOnFailure']);
 
+/**
+ * Failure reasons the controller writes with printableStatus ErrorUnschedulable
+ * (controller/controller/vm.ts) on which a wait gives up at once: the
+ * scheduler's verdict (no node offers the backend, a capability, the memory or
+ * CPU) and specs no node can run. A missing Network (NetworkNotFound) is waited
+ * for: the same program may be about to create it.
+ */
+const FAIL_FAST_REASONS = new Set(['Unschedulable', 'InvalidSpec']);
+
+/** Why the VM cannot start, when the controller says no node can take it; undefined otherwise. */
+export function unschedulable(obj: any): string | undefined {
+  const s = obj?.status ?? {};
+  if (s.printableStatus !== 'ErrorUnschedulable') return undefined;
+  const c = (s.conditions ?? []).find((x: any) => x.type === 'Failure' && x.status === 'True');
+  return c && FAIL_FAST_REASONS.has(c.reason) ? `the VM cannot be scheduled (${c.reason}): ${c.message}` : undefined;
+}
+
 export class VirtualMachine extends CrdResource {
   readonly token = 'kubevm:index:VirtualMachine';
   readonly kind = 'VirtualMachine';
@@ -77,7 +94,10 @@ export class VirtualMachine extends CrdResource {
   ready(obj: any): Verdict {
     const strategy = obj.spec?.runStrategy ?? 'Always';
     const s = obj.status ?? {};
-    if (RUNNING.has(strategy)) return { done: s.ready === true };
+    if (RUNNING.has(strategy)) {
+      const stuck = unschedulable(obj);
+      return stuck ? { done: false, failed: stuck } : { done: s.ready === true };
+    }
     if (strategy === 'Halted') return { done: s.printableStatus === 'Stopped' };
     return { done: s.observedGeneration !== undefined };
   }
@@ -99,10 +119,13 @@ export class VirtualMachine extends CrdResource {
       name: after.metadata.name,
       what: `VirtualMachine ${id} to restart with a new ready instance`,
       timeoutMs,
-      check: (o) =>
-        !o
-          ? { done: false, failed: 'deleted while waiting' }
-          : { done: (o.status?.observedGeneration ?? 0) >= gen && o.status?.instanceUID !== before.status.instanceUID && o.status?.ready === true },
+      check: (o) => {
+        if (!o) return { done: false, failed: 'deleted while waiting' };
+        if ((o.status?.observedGeneration ?? 0) < gen) return { done: false };
+        const stuck = unschedulable(o);
+        if (stuck) return { done: false, failed: stuck };
+        return { done: o.status?.instanceUID !== before.status.instanceUID && o.status?.ready === true };
+      },
     });
   }
 }

@@ -36,6 +36,10 @@ export interface GetVirtualMachineArgs {
  */
 export interface GetVirtualMachineResult {
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    readonly annotations?: {[key: string]: string};
+    /**
      * HAL backend that runs the VM (qemu or sim). One of: `qemu`, `sim`. Default: `"qemu"`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */
     readonly backend?: string;
@@ -52,7 +56,11 @@ export interface GetVirtualMachineResult {
      */
     readonly disks?: outputs.VirtualMachineDisk[];
     /**
-     * ContainerPath filesystems. Adding one is applied live. Changing this is applied live to a running VM.
+     * What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). One of: `LiveMigrate`, `None`. Default: `"LiveMigrate"`. Changing this is applied live to a running VM.
+     */
+    readonly evictionStrategy?: string;
+    /**
+     * ContainerPath filesystems. Adding one is applied live where the backend can add a share to a running VM (hotplug-filesystem: qemu with virtiofs), removing one where it can unplug it; otherwise the change waits for the next start (RestartRequired). ContainerPathMounts add more (docs/containerpathmount.md). Changing this is applied live to a running VM.
      */
     readonly filesystems?: outputs.VirtualMachineFilesystem[];
     /**
@@ -68,7 +76,7 @@ export interface GetVirtualMachineResult {
      */
     readonly ipAddress?: string;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     readonly labels?: {[key: string]: string};
     /**

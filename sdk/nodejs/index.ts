@@ -5,6 +5,11 @@ import * as pulumi from "@pulumi/pulumi";
 import * as utilities from "./utilities";
 
 // Export members:
+export { ContainerPathMountArgs } from "./containerPathMount";
+export type ContainerPathMount = import("./containerPathMount").ContainerPathMount;
+export const ContainerPathMount: typeof import("./containerPathMount").ContainerPathMount = null as any;
+utilities.lazyLoad(exports, ["ContainerPathMount"], () => require("./containerPathMount"));
+
 export { GetNodeCapabilitiesArgs, GetNodeCapabilitiesResult, GetNodeCapabilitiesOutputArgs } from "./getNodeCapabilities";
 export const getNodeCapabilities: typeof import("./getNodeCapabilities").getNodeCapabilities = null as any;
 export const getNodeCapabilitiesOutput: typeof import("./getNodeCapabilities").getNodeCapabilitiesOutput = null as any;
@@ -14,6 +19,11 @@ export { GetVirtualMachineArgs, GetVirtualMachineResult, GetVirtualMachineOutput
 export const getVirtualMachine: typeof import("./getVirtualMachine").getVirtualMachine = null as any;
 export const getVirtualMachineOutput: typeof import("./getVirtualMachine").getVirtualMachineOutput = null as any;
 utilities.lazyLoad(exports, ["getVirtualMachine","getVirtualMachineOutput"], () => require("./getVirtualMachine"));
+
+export { InstallArgs } from "./install";
+export type Install = import("./install").Install;
+export const Install: typeof import("./install").Install = null as any;
+utilities.lazyLoad(exports, ["Install"], () => require("./install"));
 
 export { NetworkArgs } from "./network";
 export type Network = import("./network").Network;
@@ -49,6 +59,10 @@ const _module = {
     version: utilities.getVersion(),
     construct: (name: string, type: string, urn: string): pulumi.Resource => {
         switch (type) {
+            case "kubevm:index:ContainerPathMount":
+                return new ContainerPathMount(name, <any>undefined, { urn })
+            case "kubevm:index:Install":
+                return new Install(name, <any>undefined, { urn })
             case "kubevm:index:Network":
                 return new Network(name, <any>undefined, { urn })
             case "kubevm:index:VirtualMachine":

@@ -37,6 +37,10 @@ export class Network extends pulumi.CustomResource {
     }
 
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
+    /**
      * Settings for type bridge. Changing this is applied live to a running VM.
      */
     declare public readonly bridge: pulumi.Output<outputs.NetworkBridge | undefined>;
@@ -45,7 +49,7 @@ export class Network extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly bridgeName: pulumi.Output<string | undefined>;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     declare public readonly labels: pulumi.Output<{[key: string]: string} | undefined>;
     /**
@@ -80,6 +84,7 @@ export class Network extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["annotations"] = args ? args.annotations : undefined;
             resourceInputs["bridge"] = args ? args.bridge : undefined;
             resourceInputs["bridgeName"] = undefined /*out*/;
             resourceInputs["labels"] = args ? args.labels : undefined;
@@ -89,6 +94,7 @@ export class Network extends pulumi.CustomResource {
             resourceInputs["type"] = args ? args.type : undefined;
             resourceInputs["uid"] = undefined /*out*/;
         } else {
+            resourceInputs["annotations"] = undefined /*out*/;
             resourceInputs["bridge"] = undefined /*out*/;
             resourceInputs["bridgeName"] = undefined /*out*/;
             resourceInputs["labels"] = undefined /*out*/;
@@ -108,11 +114,15 @@ export class Network extends pulumi.CustomResource {
  */
 export interface NetworkArgs {
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
+    /**
      * Settings for type bridge. Changing this is applied live to a running VM.
      */
     bridge?: pulumi.Input<inputs.NetworkBridgeArgs>;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     labels?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**

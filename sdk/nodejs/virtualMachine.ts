@@ -37,6 +37,10 @@ export class VirtualMachine extends pulumi.CustomResource {
     }
 
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
+    /**
      * HAL backend that runs the VM (qemu or sim). One of: `qemu`, `sim`. Default: `"qemu"`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */
     declare public readonly backend: pulumi.Output<string | undefined>;
@@ -53,7 +57,11 @@ export class VirtualMachine extends pulumi.CustomResource {
      */
     declare public readonly disks: pulumi.Output<outputs.VirtualMachineDisk[] | undefined>;
     /**
-     * ContainerPath filesystems. Adding one is applied live. Changing this is applied live to a running VM.
+     * What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). One of: `LiveMigrate`, `None`. Default: `"LiveMigrate"`. Changing this is applied live to a running VM.
+     */
+    declare public readonly evictionStrategy: pulumi.Output<string | undefined>;
+    /**
+     * ContainerPath filesystems. Adding one is applied live where the backend can add a share to a running VM (hotplug-filesystem: qemu with virtiofs), removing one where it can unplug it; otherwise the change waits for the next start (RestartRequired). ContainerPathMounts add more (docs/containerpathmount.md). Changing this is applied live to a running VM.
      */
     declare public readonly filesystems: pulumi.Output<outputs.VirtualMachineFilesystem[] | undefined>;
     /**
@@ -69,7 +77,7 @@ export class VirtualMachine extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly ipAddress: pulumi.Output<string | undefined>;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     declare public readonly labels: pulumi.Output<{[key: string]: string} | undefined>;
     /**
@@ -140,10 +148,12 @@ export class VirtualMachine extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["annotations"] = args ? args.annotations : undefined;
             resourceInputs["backend"] = args ? args.backend : undefined;
             resourceInputs["cloudInit"] = args ? args.cloudInit : undefined;
             resourceInputs["cpu"] = args ? args.cpu : undefined;
             resourceInputs["disks"] = args ? args.disks : undefined;
+            resourceInputs["evictionStrategy"] = args ? args.evictionStrategy : undefined;
             resourceInputs["filesystems"] = args ? args.filesystems : undefined;
             resourceInputs["firmware"] = args ? args.firmware : undefined;
             resourceInputs["interfaces"] = args ? args.interfaces : undefined;
@@ -164,10 +174,12 @@ export class VirtualMachine extends pulumi.CustomResource {
             resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["updatePolicy"] = args ? args.updatePolicy : undefined;
         } else {
+            resourceInputs["annotations"] = undefined /*out*/;
             resourceInputs["backend"] = undefined /*out*/;
             resourceInputs["cloudInit"] = undefined /*out*/;
             resourceInputs["cpu"] = undefined /*out*/;
             resourceInputs["disks"] = undefined /*out*/;
+            resourceInputs["evictionStrategy"] = undefined /*out*/;
             resourceInputs["filesystems"] = undefined /*out*/;
             resourceInputs["firmware"] = undefined /*out*/;
             resourceInputs["interfaces"] = undefined /*out*/;
@@ -198,6 +210,10 @@ export class VirtualMachine extends pulumi.CustomResource {
  */
 export interface VirtualMachineArgs {
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
+    /**
      * HAL backend that runs the VM (qemu or sim). One of: `qemu`, `sim`. Default: `"qemu"`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */
     backend?: pulumi.Input<string>;
@@ -214,7 +230,11 @@ export interface VirtualMachineArgs {
      */
     disks?: pulumi.Input<pulumi.Input<inputs.VirtualMachineDiskArgs>[]>;
     /**
-     * ContainerPath filesystems. Adding one is applied live. Changing this is applied live to a running VM.
+     * What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). One of: `LiveMigrate`, `None`. Default: `"LiveMigrate"`. Changing this is applied live to a running VM.
+     */
+    evictionStrategy?: pulumi.Input<string>;
+    /**
+     * ContainerPath filesystems. Adding one is applied live where the backend can add a share to a running VM (hotplug-filesystem: qemu with virtiofs), removing one where it can unplug it; otherwise the change waits for the next start (RestartRequired). ContainerPathMounts add more (docs/containerpathmount.md). Changing this is applied live to a running VM.
      */
     filesystems?: pulumi.Input<pulumi.Input<inputs.VirtualMachineFilesystemArgs>[]>;
     /**
@@ -226,7 +246,7 @@ export interface VirtualMachineArgs {
      */
     interfaces?: pulumi.Input<pulumi.Input<inputs.VirtualMachineInterfaceArgs>[]>;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     labels?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**

@@ -41,11 +41,15 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly actualSize: pulumi.Output<number | undefined>;
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
+    /**
      * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the VM.
      */
     declare public readonly format: pulumi.Output<string | undefined>;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     declare public readonly labels: pulumi.Output<{[key: string]: string} | undefined>;
     /**
@@ -101,6 +105,7 @@ export class Volume extends pulumi.CustomResource {
         opts = opts || {};
         if (!opts.id) {
             resourceInputs["actualSize"] = undefined /*out*/;
+            resourceInputs["annotations"] = args ? args.annotations : undefined;
             resourceInputs["format"] = args ? args.format : undefined;
             resourceInputs["labels"] = args ? args.labels : undefined;
             resourceInputs["name"] = args ? args.name : undefined;
@@ -115,6 +120,7 @@ export class Volume extends pulumi.CustomResource {
             resourceInputs["virtualSize"] = undefined /*out*/;
         } else {
             resourceInputs["actualSize"] = undefined /*out*/;
+            resourceInputs["annotations"] = undefined /*out*/;
             resourceInputs["format"] = undefined /*out*/;
             resourceInputs["labels"] = undefined /*out*/;
             resourceInputs["name"] = undefined /*out*/;
@@ -138,11 +144,15 @@ export class Volume extends pulumi.CustomResource {
  */
 export interface VolumeArgs {
     /**
+     * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
+     */
+    annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
+    /**
      * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the VM.
      */
     format?: pulumi.Input<string>;
     /**
-     * Labels of the object.
+     * Labels of the object. The provider manages only the keys it set: labels others add (controllers, `kubectl label`) are kept and are not drift; a key removed here is removed from the object.
      */
     labels?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**

@@ -60,12 +60,26 @@ test('up creates the Network, the Volume and a Running VM; the state holds no se
 
   const text = fs.readFileSync(statePath, 'utf8');
   const state = JSON.parse(text);
-  expect(state.resources.map((x: any) => x.type).sort()).toEqual(['kubevm:index:Network', 'kubevm:index:VirtualMachine', 'kubevm:index:Volume']);
+  expect(state.resources.map((x: any) => x.type).sort()).toEqual([
+    'kubevm:index:Network',
+    'kubevm:index:VirtualMachine',
+    'kubevm:index:Volume',
+    'pulumi:pulumi:Stack',
+  ]);
+  // The stack's entry keeps the program's outputs (`export const vmStatus = …`).
+  expect(state.resources.find((x: any) => x.type === 'pulumi:pulumi:Stack').outputs).toEqual({
+    vmStatus: 'Running',
+    vmNode: expect.any(String),
+  });
+  expect(r.outputs.vmStatus).toBe('Running');
   const vmState = state.resources.find((x: any) => x.urn.endsWith('::small-vm'));
   expect(vmState.id).toBe('default/small-vm');
   expect(vmState.outputs.printableStatus).toBe('Running');
   // The VM depends on the Volume and the Network (their names flow in as outputs), so it is last.
-  expect(vmState.dependencies.sort()).toEqual(['urn:pulumi:dev::small::kubevm:index:Network::small-net', 'urn:pulumi:dev::small::kubevm:index:Volume::small-root']);
+  expect(vmState.dependencies.sort()).toEqual([
+    'urn:pulumi:dev::small::kubevm:index:Network::small-net',
+    'urn:pulumi:dev::small::kubevm:index:Volume::small-root',
+  ]);
   expect(state.resources[2].urn).toMatch(/small-vm$/);
   expect(text).not.toContain('engine-test-secret');
   expect(vmState.outputs.cloudInit.ciphertext).toEqual(expect.any(String));
@@ -85,27 +99,35 @@ test('a program edit shows a per-property diff in preview, and up applies it', a
 
   const r = await runEngine('up', { ...opts, config: { memory: '96Mi' } });
   expect(r.errors).toEqual([]);
-  expect(r.steps.filter((s) => s.op !== 'same').map((s) => [s.op, s.name, s.changes.map((x) => x.path)])).toEqual([['update', 'small-vm', ['memory']]]);
+  expect(r.steps.filter((s) => s.op !== 'same').map((s) => [s.op, s.name, s.changes.map((x) => x.path)])).toEqual([
+    ['update', 'small-vm', ['memory']],
+  ]);
   expect(before).not.toBe(fs.readFileSync(statePath, 'utf8'));
   expect((await get('virtualmachines/small-vm')).json.spec.memory).toBe('96Mi');
   expect(await cli('preview', '-c', 'memory=96Mi', '--expect-no-changes')).toBe(0);
 }, 60_000);
 
 test('an out-of-band edit: refresh records it, and preview shows exactly that field', async () => {
-  const patched = await c.request('PATCH', `${api}/virtualmachines/small-vm`, { metadata: { labels: { team: 'ops' } } }, { 'Content-Type': 'application/merge-patch+json' });
+  // tier is the program's label; team is someone else's (kubectl label): not drift, and left alone.
+  const patched = await c.request(
+    'PATCH',
+    `${api}/virtualmachines/small-vm`,
+    { metadata: { labels: { tier: 'ops', team: 'ops' } } },
+    { 'Content-Type': 'application/merge-patch+json' },
+  );
   expect(patched.status).toBe(200);
   // A plain preview compares with the recorded state: nothing to see yet.
   expect((await runEngine('preview', { ...opts, config: { memory: '96Mi' } })).changes).toBe(0);
 
   expect(await cli('refresh')).toBe(0);
   expect(lines).toContain('~ kubevm:index:VirtualMachine small-vm refreshed');
-  expect(lines.some((l) => l.includes('labels: {tier: "web"} => {team: "ops", tier: "web"}'))).toBe(true);
+  expect(lines.some((l) => l.includes('labels: {tier: "web"} => {tier: "ops"}'))).toBe(true);
 
   const p = await runEngine('preview', { ...opts, config: { memory: '96Mi' } });
   const changed = p.steps.filter((s) => s.op !== 'same');
   expect(changed.map((s) => [s.op, s.name])).toEqual([['update', 'small-vm']]);
-  expect(changed[0].changes).toEqual([{ path: 'labels.team', kind: 'DELETE', old: 'ops', new: undefined }]);
-  expect(lines).toContain('    - labels.team: "ops"');
+  expect(changed[0].changes).toEqual([{ path: 'labels.tier', kind: 'UPDATE', old: 'ops', new: 'web' }]);
+  expect(lines).toContain('    ~ labels.tier: "ops" => "web"');
 }, 60_000);
 
 test('destroy removes everything, dependents first', async () => {
@@ -113,7 +135,8 @@ test('destroy removes everything, dependents first', async () => {
   expect(r.errors).toEqual([]);
   expect(r.steps.map((s) => s.op)).toEqual(['delete', 'delete', 'delete']);
   expect(r.steps[0].name).toBe('small-vm'); // the VM uses the other two
-  for (const p of ['virtualmachines/small-vm', 'volumes/small-root', 'networks/small-net']) expect((await get(p)).status).toBe(404);
+  for (const p of ['virtualmachines/small-vm', 'volumes/small-root', 'networks/small-net'])
+    expect((await get(p)).status).toBe(404);
   expect(JSON.parse(fs.readFileSync(statePath, 'utf8')).resources).toEqual([]);
   expect((await runEngine('preview', opts)).steps.map((s) => s.op)).toEqual(['create', 'create', 'create']);
 }, 60_000);

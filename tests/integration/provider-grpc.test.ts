@@ -167,11 +167,12 @@ test('Check names the property, the value and the rule', async () => {
   // Unknown values (preview) are not validated; name and namespace get defaults.
   const prev = await check(VM, 'web', { memory: UNKNOWN, backend: 'sim' });
   expect(prev.failures).toEqual([]);
-  expect(prev.inputs).toMatchObject({ name: 'web', namespace: 'default', memory: UNKNOWN });
+  expect(prev.inputs).toMatchObject({ namespace: 'default', memory: UNKNOWN });
+  expect(prev.inputs.name).toMatch(/^web-[a-z0-9]{8}$/); // auto-named from the resource name
 });
 
 test('Network: check, create (preview), create, diff, update (preview), update, read, delete', async () => {
-  const { inputs, id, props } = await up(NET, 'net', { type: 'pod' });
+  const { inputs, id, props } = await up(NET, 'net', { name: 'net', type: 'pod' });
   expect(props).toMatchObject({ name: 'net', namespace: 'default', type: 'pod', phase: 'Ready', bridgeName: '' });
   expect(props.uid).toMatch(/.+/);
   expect((await diff(NET, 'net', props, inputs)).changes).toBe(PB.DiffResponse.DiffChanges.DIFF_NONE);
@@ -190,7 +191,7 @@ test('Network: check, create (preview), create, diff, update (preview), update, 
 });
 
 test('Volume: lifecycle, every spec change replaces, delete', async () => {
-  const { inputs, id, props } = await up(VOL, 'scratch', { size: '16Mi', source: { blank: {} } });
+  const { inputs, id, props } = await up(VOL, 'scratch', { name: 'scratch', size: '16Mi', source: { blank: {} } });
   expect(props.phase).toBe('Ready');
   expect(props.path).toMatch(/\.qcow2$/);
   expect((await diff(VOL, 'scratch', props, inputs)).changes).toBe(PB.DiffResponse.DiffChanges.DIFF_NONE);
@@ -215,11 +216,12 @@ describe('VirtualMachine', () => {
   let id: string;
 
   beforeAll(async () => {
-    await up(VOL, 'root-web', { size: '16Mi' });
+    await up(VOL, 'root-web', { name: 'root-web', size: '16Mi' });
   });
 
   test('check, create (preview), create: waits for a ready guest; cloud-init stays secret', async () => {
     const r = await up(VM, 'web', {
+      name: 'web',
       backend: 'sim',
       memory: '64Mi',
       disks: [{ name: 'root', volume: 'root-web' }],
@@ -285,16 +287,18 @@ describe('VirtualMachine', () => {
     const r = await c.request(
       'PATCH',
       '/apis/kubevm.dev/v1alpha1/namespaces/default/virtualmachines/web',
-      { metadata: { labels: { team: 'ops' } }, spec: { terminationGracePeriodSeconds: 5, cpu: { cores: 3 } } },
+      { metadata: { labels: { app: 'ops', team: 'ops' } }, spec: { terminationGracePeriodSeconds: 5, cpu: { cores: 3 } } },
       { 'Content-Type': 'application/merge-patch+json' },
     );
     expect(r.status).toBe(200);
     const refreshed = await read(VM, 'web', id, props, inputs);
     // The engine shows drift with an inverted diff: olds = what was read, news = the last inputs.
+    // The label the program does not set (team) is someone else's: not drift.
     const drift = await diff(VM, 'web', refreshed.props, inputs);
-    expect(drift.detailed).toEqual({ 'labels.team': 'DELETE', terminationGracePeriodSeconds: 'UPDATE', 'cpu.cores': 'UPDATE' });
-    // Putting it back is an update of those fields.
+    expect(drift.detailed).toEqual({ 'labels.app': 'UPDATE', terminationGracePeriodSeconds: 'UPDATE', 'cpu.cores': 'UPDATE' });
+    // Putting it back is an update of those fields; the other label stays.
     props = await update(VM, 'web', id, refreshed.props, inputs);
+    expect((await c.request('GET', '/apis/kubevm.dev/v1alpha1/namespaces/default/virtualmachines/web')).json.metadata.labels).toEqual({ app: 'web', team: 'ops' });
     const again = await read(VM, 'web', id, props, inputs);
     expect((await diff(VM, 'web', again.props, inputs)).changes).toBe(PB.DiffResponse.DiffChanges.DIFF_NONE);
   });
@@ -309,7 +313,7 @@ describe('VirtualMachine', () => {
   });
 
   test('a VM that never gets ready fails at the timeout with the last status, conditions and events', async () => {
-    const { inputs: crash } = await check(VM, 'crash-1', { backend: 'sim', memory: '64Mi' });
+    const { inputs: crash } = await check(VM, 'crash-1', { name: 'crash-1', backend: 'sim', memory: '64Mi' });
     const err = await create(VM, 'crash-1', crash, { timeout: 3 }).then(
       () => undefined,
       (e) => e,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { DiskSpec, FilesystemSpec, NicSpec, VmSpec } from '../types';
-import { passtSocket, virtiofsSocket, type Layout, type PortSlot } from './layout';
+import { passtSocket, virtiofsSocket, type Layout, type NicPlumbing, type PortSlot } from './layout';
 
 /**
  * Builds the QEMU command line for a VM spec. Pure: no files, no processes,
@@ -26,6 +26,21 @@ export interface QemuBuildOptions {
    * namespace. It must exec (not fork) QEMU, so the spawned pid is QEMU's pid.
    */
   launcher?: string[];
+  /**
+   * NICs plumbed through a hub each (NIC name → hub id and backend generation):
+   * the device peers a hub port that never changes, so the backend behind the
+   * hub can be swapped while the VM runs (qemu/retarget.ts). NICs not listed
+   * peer their backend directly.
+   */
+  nicPlumbing?: Record<string, NicPlumbing>;
+  /**
+   * Root port of every device, from the source of a migration: the target must
+   * put each device where the guest saw it (hotplugged ones sit in former spares).
+   * When given, it also fixes the number of ports (hotplugPorts is ignored).
+   */
+  placement?: PortSlot[];
+  /** Start waiting for an incoming migration (`-incoming defer`; migrate-incoming over QMP names the address). */
+  incoming?: boolean;
 }
 
 export interface QemuCommand {
@@ -104,13 +119,53 @@ export function diskDeviceJson(d: DiskSpec, bus: string): Record<string, unknown
 }
 
 export function netdevJson(n: NicSpec, l: Layout, taps: Record<string, string>): Record<string, unknown> {
+  return nicBackendJson(n, nicNetdev(n.name), { passtSocket: passtSocket(l, n.name), tap: taps[n.name] });
+}
+
+// Hub plumbing (see QemuBuildOptions.nicPlumbing). The NIC peers hub port net-NAME;
+// the backend of generation G is netdev nb-NAME-G on hub port np-NAME-G.
+export const nicBackendId = (name: string, gen: number): string => `nb-${name}-${gen}`;
+export const nicHubPortId = (name: string, gen: number): string => `np-${name}-${gen}`;
+
+/** The hub port the NIC device peers (it carries the NIC's netdev id, so nicDeviceJson is unchanged). */
+export function nicHubJson(name: string, hub: number): Record<string, unknown> {
+  return { type: 'hubport', id: nicNetdev(name), hubid: hub };
+}
+
+/** The hub port that connects backend generation `gen` to the NIC's hub. */
+export function nicHubPortJson(name: string, p: NicPlumbing): Record<string, unknown> {
+  return { type: 'hubport', id: nicHubPortId(name, p.gen), hubid: p.hub, netdev: nicBackendId(name, p.gen) };
+}
+
+/** The netdevs of a NIC in creation order: its backend, or hub port + backend + backend's hub port. */
+export function nicNetdevsJson(
+  n: NicSpec,
+  l: Layout,
+  taps: Record<string, string>,
+  hub?: NicPlumbing,
+): Record<string, unknown>[] {
+  if (!hub) return [netdevJson(n, l, taps)];
+  return [
+    nicHubJson(n.name, hub.hub),
+    nicBackendJson(n, nicBackendId(n.name, hub.gen), { passtSocket: passtSocket(l, n.name), tap: taps[n.name] }),
+    nicHubPortJson(n.name, hub),
+  ];
+}
+
+/** The netdev ids of a NIC in deletion order (backend first; the device's own peer last, once the device is gone). */
+export function nicNetdevIds(name: string, hub?: NicPlumbing): string[] {
+  return hub ? [nicBackendId(name, hub.gen), nicHubPortId(name, hub.gen), nicNetdev(name)] : [nicNetdev(name)];
+}
+
+/** The host side of a NIC under netdev id `id`: passt's socket (pod), slirp (user) or a tap (bridge). */
+export function nicBackendJson(n: NicSpec, id: string, via: { passtSocket: string; tap?: string }): Record<string, unknown> {
   switch (n.network) {
     case 'pod':
-      return { type: 'stream', id: nicNetdev(n.name), server: false, addr: { type: 'unix', path: passtSocket(l, n.name) } };
+      return { type: 'stream', id, server: false, addr: { type: 'unix', path: via.passtSocket } };
     case 'user':
       return {
         type: 'user',
-        id: nicNetdev(n.name),
+        id,
         ...(n.portForwards?.length
           ? {
               hostfwd: n.portForwards.map((p) => ({
@@ -120,7 +175,7 @@ export function netdevJson(n: NicSpec, l: Layout, taps: Record<string, string>):
           : {}),
       };
     case 'bridge':
-      return { type: 'tap', id: nicNetdev(n.name), ifname: taps[n.name], script: 'no', downscript: 'no' };
+      return { type: 'tap', id, ifname: via.tap, script: 'no', downscript: 'no' };
   }
 }
 
@@ -182,9 +237,17 @@ export function buildQemuCommand(spec: VmSpec, l: Layout, o: QemuBuildOptions): 
     if (spec.kernel.cmdline) push('-append', spec.kernel.cmdline);
   }
 
-  // One root port per PCIe device (so each can be unplugged later) plus spares.
-  const ports: PortSlot[] = [];
+  // One root port per PCIe device (so each can be unplugged later) plus spares;
+  // or, for the target of a migration, exactly the source's ports.
+  const ports: PortSlot[] = o.placement ? o.placement.map((p) => ({ ...p })) : [];
+  const placed = new Set<string>();
   const portFor = (device: string): string => {
+    if (o.placement) {
+      const p = ports.find((x) => x.device === device);
+      if (!p) throw new Error(`placement: the source has no root port for device ${device}`);
+      placed.add(device);
+      return p.id;
+    }
     const id = `rp${ports.length}`;
     ports.push({ id, device });
     return id;
@@ -210,7 +273,7 @@ export function buildQemuCommand(spec: VmSpec, l: Layout, o: QemuBuildOptions): 
   }
 
   for (const n of spec.nics) {
-    devices.push('-netdev', json(netdevJson(n, l, o.taps)));
+    for (const nd of nicNetdevsJson(n, l, o.taps, o.nicPlumbing?.[n.name])) devices.push('-netdev', json(nd));
     devices.push('-device', json(nicDeviceJson(n, o.macs[n.name], portFor(nicDevice(n.name)))));
   }
 
@@ -235,8 +298,12 @@ export function buildQemuCommand(spec: VmSpec, l: Layout, o: QemuBuildOptions): 
     }
   }
 
-  for (let i = 0; i < o.hotplugPorts; i++) ports.push({ id: `rp${ports.length}`, device: null });
+  if (o.placement) {
+    const missing = ports.filter((p) => p.device !== null && !placed.has(p.device)).map((p) => p.device);
+    if (missing.length) throw new Error(`placement: the source has devices this spec lacks: ${missing.join(', ')}`);
+  } else for (let i = 0; i < o.hotplugPorts; i++) ports.push({ id: `rp${ports.length}`, device: null });
   ports.forEach((_p, i) => push('-device', rootPort(i)));
   a.push(...devices);
+  if (o.incoming) push('-incoming', 'defer');
   return { argv: a, ports };
 }

@@ -27,10 +27,10 @@ import {
   diskNode,
   fsChardev,
   fsDevice,
-  netdevJson,
   nicDevice,
   nicDeviceJson,
-  nicNetdev,
+  nicNetdevIds,
+  nicNetdevsJson,
   tapName,
   virtiofsDeviceJson,
 } from './args';
@@ -39,14 +39,44 @@ import { probeHost, type HostInfo } from './host';
 import { layoutFor, readState, virtiofsSocket, writeState, type Layout, type SidecarRecord, type VmState } from './layout';
 import { needsSeed, seedFiles, writeSeed } from './seed';
 import { createTap, deleteTap, prepareNetDir, startPasst, startVirtiofsd, stopSidecar } from './sidecars';
+import type {
+  IncomingMigration,
+  IncomingOptions,
+  MigrateOptions,
+  MigrationResult,
+  MigrationSource,
+  RetargetResult,
+} from '../migration-types';
+import type { NicPlumbing } from './layout';
+import * as migration from './migration';
+import * as retarget from './retarget';
+import type {
+  BackupRequest,
+  BackupResult,
+  BackupSource,
+  DiskTracking,
+  RestoreRequest,
+  RestoreResult,
+  VerifyResult,
+} from '../backup-types';
+import { QemuBackups } from './backup';
+import { diskForQemu, specForQemu } from './cbt';
 
 export interface QemuBackendOptions {
   /** Directory holding one run directory per VM (keep it short: unix socket paths live there). */
   runRoot: string;
   /** Host directories filesystems may share from; empty refuses every share. */
   allowedRoots?: string[];
-  /** Spare pcie-root-ports per VM for hotplug (default 4). */
+  /** Spare pcie-root-ports per VM for hotplug (default 4; a spec's hotplugSlots overrides it). */
   hotplugPorts?: number;
+  /**
+   * How NICs reach their backend. `hub` (default): through a QEMU hub per NIC, so
+   * retargetNic swaps the backend in place (the guest sees a link flap) between any
+   * network kinds; costs the tap's offloads (vnet_hdr), which a hub does not pass.
+   * `direct`: the NIC peers its backend (tap offloads kept); retargetNic then moves
+   * taps between bridges in place and re-plugs the device for other changes.
+   */
+  nicPlumbing?: 'hub' | 'direct';
   /** Filesystem transport; auto = virtiofs when root and virtiofsd exist, else 9p. */
   fsDriver?: 'auto' | 'virtiofs' | '9p';
   /** Acceleration; auto = kvm when usable (see host.ts), else tcg. */
@@ -68,8 +98,8 @@ export interface QemuBackendOptions {
   host?: Partial<HostInfo>;
 }
 
-/** Runtime of one VM this backend instance drives. */
-interface Vm {
+/** Runtime of one VM this backend instance drives (also used by migration.ts and retarget.ts). */
+export interface Vm {
   state: VmState;
   layout: Layout;
   status: VmStatus;
@@ -82,6 +112,23 @@ interface Vm {
   markEnded: () => void;
   /** Set by close(): events of a process we let go of are ignored. */
   detached: boolean;
+  /** An outgoing live migration in progress (migration.ts). */
+  outgoing?: migration.OutgoingMigration;
+}
+
+/** What migration.ts and retarget.ts use of a backend instance's internals. */
+export interface QemuInternals {
+  backend: QemuBackend;
+  host: HostInfo;
+  runRoot: string;
+  vms: Map<string, Vm>;
+  get(uid: string): Vm;
+  running(uid: string): Vm;
+  ended(vm: Vm): boolean;
+  launch(spec: VmSpec, incoming?: migration.IncomingLaunch): Promise<VmStatus>;
+  emit(vm: Vm, change: string): void;
+  setPhase(vm: Vm, phase: VmStatus['phase'], reason: string | undefined, change: string): void;
+  unplug(vm: Vm, id: string, timeoutMs?: number): Promise<void>;
 }
 
 const DEFAULT_HOTPLUG_PORTS = 4;
@@ -139,6 +186,8 @@ export class QemuBackend implements Backend {
     if (this.host.root && this.host.ip) caps.push('network-bridge');
     if (this.fsDriver === 'virtiofs') caps.push('hotplug-filesystem');
     if (this.accel === 'kvm') caps.push('accel-kvm');
+    caps.push('live-migration', 'block-migration', 'nic-retarget');
+    caps.push('backup-cbt'); // qemu-img and QMP bitmaps; offline backup also needs qemu-storage-daemon
     this.caps = caps;
     fs.mkdirSync(opts.runRoot, { recursive: true, mode: 0o711 });
   }
@@ -150,6 +199,11 @@ export class QemuBackend implements Backend {
   // ---------------------------------------------------------------- lifecycle
 
   async start(input: VmSpec): Promise<VmStatus> {
+    return this.launch(input);
+  }
+
+  /** start(), and with `incoming` the target of a live migration (prepareIncoming in migration.ts). */
+  private async launch(input: VmSpec, incoming?: migration.IncomingLaunch): Promise<VmStatus> {
     validateSpec(input);
     const missing = missingCapabilities(this, input);
     if (missing.length) throw new HalError('Unsupported', missing.join('; '));
@@ -190,15 +244,24 @@ export class QemuBackend implements Backend {
     fs.mkdirSync(l.dir, { recursive: true, mode: 0o711 });
     const macs = Object.fromEntries(spec.nics.map((n) => [n.name, (n.mac ?? defaultMac(spec.uid, n.name)).toLowerCase()]));
     const taps = Object.fromEntries(
-      spec.nics.filter((n) => n.network === 'bridge').map((n) => [n.name, tapName(spec.uid, n.name)]),
+      // A migration target's taps must not collide with the source's (both may be on this machine).
+      spec.nics
+        .filter((n) => n.network === 'bridge')
+        .map((n) => [n.name, tapName(incoming ? `${spec.uid}@${this.opts.runRoot}` : spec.uid, n.name)]),
     );
+    const nicPlumbing: Record<string, NicPlumbing> | undefined =
+      this.opts.nicPlumbing === 'direct' ? undefined : Object.fromEntries(spec.nics.map((n, i) => [n.name, { hub: i, gen: 0 }]));
     const seed = needsSeed(spec);
     if (seed) writeSeed(l.seedDir, seedFiles(spec, this.fsDriver));
-    const cmd = buildQemuCommand(spec, l, {
+    if (seed && incoming?.seedMtimeMs) migration.setSeedMtime(l.seedDir, incoming.seedMtimeMs);
+    // A raw disk with changeTracking opens through its metadata overlay (qemu/cbt.ts).
+    const cmd = buildQemuCommand(await specForQemu(spec), l, {
       qemu: this.host.qemu,
       accel: this.accel,
       fsDriver: this.fsDriver,
-      hotplugPorts: this.opts.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS,
+      hotplugPorts: spec.hotplugSlots ?? this.opts.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS,
+      ...(nicPlumbing ? { nicPlumbing } : {}),
+      ...(incoming ? { incoming: true, placement: incoming.placement } : {}),
       seed,
       macs,
       taps,
@@ -216,17 +279,25 @@ export class QemuBackend implements Backend {
       accel: this.accel,
       fsDriver: this.fsDriver,
       createdAt: Date.now(),
+      ...(nicPlumbing ? { nicPlumbing } : {}),
+      ...(incoming ? { incoming: incoming.state } : {}),
+      ...(incoming?.guest?.readyAt ? { guestReadyAt: incoming.guest.readyAt } : {}),
     };
     const vm = this.track(state, l);
     vm.status.consoleLog = l.consoleLog;
     vm.status.consoleSocket = l.consoleSocket;
+    if (incoming?.guest) {
+      // The target's console starts empty: what the guest reported on the source carries over.
+      vm.status.guestHostname = incoming.guest.hostname;
+      for (const i of vm.status.interfaces) i.ip = incoming.guest.interfaces.find((x) => x.mac === i.mac)?.ip;
+    }
     this.emit(vm, 'created');
 
     try {
       // Helpers first: QEMU connects to their sockets while it starts.
       if (spec.nics.some((n) => n.network === 'pod')) prepareNetDir(l, this.host);
       for (const n of spec.nics) {
-        if (n.network === 'pod') state.sidecars.push(await startPasst(this.host, l, n));
+        if (n.network === 'pod') state.sidecars.push(await (incoming ? incoming.startPasst(l, n) : startPasst(this.host, l, n)));
         if (n.network === 'bridge') await createTap(this.host, taps[n.name], n.bridge!, this.netns);
       }
       if (this.fsDriver === 'virtiofs')
@@ -246,10 +317,11 @@ export class QemuBackend implements Backend {
 
       const qmp = await QmpClient.connect(l.qmpSocket, { timeoutMs: this.opts.startTimeoutMs ?? 30_000, alive: () => !exited });
       await this.attachQmp(vm, qmp);
+      if (incoming) await incoming.afterQmp(vm);
       state.qmpReadyAt = vm.status.qmpReadyAt = Date.now();
       writeState(l, state);
       this.followConsole(vm);
-      this.emit(vm, 'qmp-ready');
+      this.emit(vm, incoming ? 'incoming-ready' : 'qmp-ready');
       return { ...vm.status };
     } catch (e: any) {
       // Leave nothing running; the run directory stays for inspection until cleanup().
@@ -330,6 +402,49 @@ export class QemuBackend implements Backend {
     return vm.qmp.execute<T>(command, args);
   }
 
+  // ---------------------------------------------------------------- live migration and NIC re-targeting
+  // (migration.ts, retarget.ts; the API summary is at the top of migration.ts)
+
+  migrationSource(uid: string): Promise<MigrationSource> {
+    return migration.migrationSource(this.internals(), uid);
+  }
+
+  prepareIncoming(spec: VmSpec, opts: IncomingOptions = {}): Promise<IncomingMigration> {
+    return migration.prepareIncoming(this.internals(), spec, opts);
+  }
+
+  migrate(uid: string, opts: MigrateOptions): Promise<MigrationResult> {
+    return migration.migrate(this.internals(), uid, opts);
+  }
+
+  cancelMigration(uid: string): Promise<void> {
+    return migration.cancelMigration(this.internals(), uid);
+  }
+
+  abortIncoming(uid: string): Promise<void> {
+    return migration.abortIncoming(this.internals(), uid);
+  }
+
+  retargetNic(uid: string, nicName: string, nic: NicSpec): Promise<RetargetResult> {
+    return retarget.retargetNic(this.internals(), uid, nicName, nic);
+  }
+
+  private internals(): QemuInternals {
+    return {
+      backend: this,
+      host: this.host,
+      runRoot: this.opts.runRoot,
+      vms: this.vms,
+      get: (uid) => this.get(uid),
+      running: (uid) => this.running(uid),
+      ended: (vm) => this.ended(vm),
+      launch: (spec, incoming) => this.launch(spec, incoming),
+      emit: (vm, change) => this.emit(vm, change),
+      setPhase: (vm, phase, reason, change) => this.setPhase(vm, phase, reason, change),
+      unplug: (vm, id, timeoutMs) => this.unplug(vm, id, timeoutMs),
+    };
+  }
+
   // ---------------------------------------------------------------- hotplug
 
   async attachDisk(uid: string, disk: DiskSpec): Promise<void> {
@@ -341,7 +456,7 @@ export class QemuBackend implements Backend {
       throw new HalError('AlreadyExists', `disk ${disk.name} is already attached`);
     const port = this.takePort(vm, diskDevice(disk.name));
     try {
-      await vm.qmp!.execute('blockdev-add', blockdevJson(disk));
+      await vm.qmp!.execute('blockdev-add', blockdevJson(await diskForQemu(disk)));
       try {
         await vm.qmp!.execute('device_add', diskDeviceJson(disk, port));
       } catch (e) {
@@ -378,6 +493,8 @@ export class QemuBackend implements Backend {
     const mac = (nic.mac ?? defaultMac(uid, nic.name)).toLowerCase();
     const l = vm.layout;
     const port = this.takePort(vm, nicDevice(nic.name));
+    const hubs = Object.values(vm.state.nicPlumbing ?? {}).map((p) => p.hub);
+    const plumbing: NicPlumbing | undefined = vm.state.nicPlumbing ? { hub: Math.max(-1, ...hubs) + 1, gen: 0 } : undefined;
     let sidecar: SidecarRecord | undefined;
     try {
       if (nic.network === 'pod') {
@@ -388,11 +505,15 @@ export class QemuBackend implements Backend {
         vm.state.taps[nic.name] = tapName(uid, nic.name);
         await createTap(this.host, vm.state.taps[nic.name], nic.bridge!, vm.state.netns);
       }
-      await vm.qmp!.execute('netdev_add', netdevJson(nic, l, vm.state.taps));
+      const added: string[] = [];
       try {
+        for (const nd of nicNetdevsJson(nic, l, vm.state.taps, plumbing)) {
+          await vm.qmp!.execute('netdev_add', nd);
+          added.unshift(String(nd.id));
+        }
         await vm.qmp!.execute('device_add', nicDeviceJson(nic, mac, port));
       } catch (e) {
-        await vm.qmp!.execute('netdev_del', { id: nicNetdev(nic.name) }).catch(() => undefined);
+        for (const id of added) await vm.qmp!.execute('netdev_del', { id }).catch(() => undefined);
         throw e;
       }
     } catch (e) {
@@ -403,6 +524,7 @@ export class QemuBackend implements Backend {
       throw new HalError('Failed', `attaching NIC ${nic.name}: ${(e as Error).message}`);
     }
     if (sidecar) vm.state.sidecars.push(sidecar);
+    if (plumbing) vm.state.nicPlumbing![nic.name] = plumbing;
     vm.state.macs[nic.name] = mac;
     vm.state.spec.nics.push(nic);
     vm.status.interfaces.push({ name: nic.name, mac });
@@ -415,7 +537,8 @@ export class QemuBackend implements Backend {
     const nic = vm.state.spec.nics.find((n) => n.name === name);
     if (!nic) throw new HalError('NotFound', `NIC ${name} is not attached to VM ${uid}`);
     await this.unplug(vm, nicDevice(name));
-    await vm.qmp!.execute('netdev_del', { id: nicNetdev(name) });
+    for (const id of nicNetdevIds(name, vm.state.nicPlumbing?.[name])) await vm.qmp!.execute('netdev_del', { id });
+    delete vm.state.nicPlumbing?.[name];
     this.freePort(vm, nicDevice(name));
     for (const s of vm.state.sidecars.filter((s) => s.kind === 'passt' && s.key === name)) await stopSidecar(s);
     vm.state.sidecars = vm.state.sidecars.filter((s) => !(s.kind === 'passt' && s.key === name));
@@ -513,6 +636,35 @@ export class QemuBackend implements Backend {
     for (const p of vm.state.ports) if (p.device === device) p.device = null;
   }
 
+  // ---------------------------------------------------------------- backup (qemu/backup.ts)
+
+  private readonly backups = new QemuBackups({
+    live: (uid) => {
+      const vm = this.running(uid);
+      return { uid, name: vm.state.spec.name, qmp: vm.qmp!, disks: vm.state.spec.disks };
+    },
+  });
+
+  backup(source: BackupSource, req: BackupRequest): Promise<BackupResult> {
+    return this.backups.backup(source, req);
+  }
+
+  restore(req: RestoreRequest): Promise<RestoreResult> {
+    return this.backups.restore(req);
+  }
+
+  verifyBackup(point: string): Promise<VerifyResult> {
+    return this.backups.verify(point);
+  }
+
+  changeTracking(source: BackupSource): Promise<DiskTracking[]> {
+    return this.backups.changeTracking(source);
+  }
+
+  dropChangeTracking(source: BackupSource, disks?: string[]): Promise<void> {
+    return this.backups.dropChangeTracking(source, disks);
+  }
+
   // ---------------------------------------------------------------- adoption
 
   async discover(): Promise<string[]> {
@@ -568,6 +720,8 @@ export class QemuBackend implements Backend {
     if (state?.qemu && isSameProcess(state.qemu))
       throw new HalError('WrongState', `VM ${uid} is still running (pid ${state.qemu.pid}); adopt and stop it first`);
     if (state) await this.stopHelpers(state);
+    // The copies an unfinished incoming migration created hold nothing of value.
+    if (state?.incoming) migration.removeCreatedDisks(state.incoming);
     this.vms.delete(uid);
     fs.rmSync(l.dir, { recursive: true, force: true });
   }
@@ -610,7 +764,11 @@ export class QemuBackend implements Backend {
     qmp.on('event', (e) => this.onEvent(vm, e));
     const [st, kvm] = await Promise.all([qmp.execute('query-status'), qmp.execute('query-kvm').catch(() => undefined)]);
     vm.status.accel = kvm?.enabled ? 'kvm' : 'tcg';
-    if (vm.status.phase === 'Starting' || vm.status.phase === 'Running' || vm.status.phase === 'Paused')
+    if (st.status === 'inmigrate') {
+      // The target of a live migration: it runs once the migration completes (migration.ts).
+      vm.status.phase = 'Starting';
+      vm.status.reason = 'IncomingMigration';
+    } else if (vm.status.phase === 'Starting' || vm.status.phase === 'Running' || vm.status.phase === 'Paused')
       vm.status.phase = st.status === 'paused' ? 'Paused' : 'Running';
   }
 
@@ -646,7 +804,12 @@ export class QemuBackend implements Backend {
         vm.shutdown = { guest: !!e.data?.guest, reason: String(e.data?.reason ?? '') };
         break;
       case 'STOP':
-        if (vm.status.phase === 'Running') this.setPhase(vm, 'Paused', 'Paused', 'qmp:STOP');
+        // The switch-over of an outgoing migration pauses the guest: not a Paused VM.
+        if (vm.status.phase === 'Running' && !vm.outgoing) this.setPhase(vm, 'Paused', 'Paused', 'qmp:STOP');
+        break;
+      case 'MIGRATION':
+      case 'BLOCK_JOB_READY':
+        migration.onMigrationEvent(this.internals(), vm, e);
         break;
       case 'RESUME':
         if (vm.status.phase === 'Paused') this.setPhase(vm, 'Running', undefined, 'qmp:RESUME');
@@ -674,7 +837,17 @@ export class QemuBackend implements Backend {
     const s = vm.status;
     s.exit = { code, signal };
     const requested = vm.state.stopRequested;
-    if (requested === 'kill') {
+    if (vm.state.migratedTo) {
+      s.phase = 'Succeeded';
+      s.reason = 'Migrated';
+      s.message = `the guest runs on the migration target (${vm.state.migratedTo})`;
+    } else if (vm.state.incoming) {
+      s.phase = 'Failed';
+      s.reason = vm.state.incoming.aborted ? 'MigrationAborted' : 'MigrationFailed';
+      s.message = vm.state.incoming.aborted
+        ? 'the incoming migration was aborted'
+        : `the incoming migration failed: ${tail(vm.layout.qemuLog, 500)}`;
+    } else if (requested === 'kill') {
       s.phase = 'Succeeded';
       s.reason = 'ForceStopped';
       s.message = 'stopped at once (SIGKILL) on request';

@@ -84,6 +84,32 @@ export interface SidecarRecord {
   process: ProcessRecord;
 }
 
+/**
+ * A NIC plumbed through a QEMU hub (args.ts nicHubJson): the device peers the
+ * hub port `net-NAME` and never changes; the backend behind the hub (netdev
+ * `nb-NAME-GEN` on hub port `np-NAME-GEN`) can be swapped while the VM runs.
+ */
+export interface NicPlumbing {
+  /** QEMU hub id, unique in the VM. */
+  hub: number;
+  /** Generation of the backend behind the hub (bumped by each swap). */
+  gen: number;
+}
+
+/** The target side of a live migration, until it completes (qemu/migration.ts). */
+export interface IncomingState {
+  uri: string;
+  since: number;
+  /** Block mirroring: the NBD server and the disks it exports. */
+  nbd?: { host: string; port: number; disks: string[] };
+  /** Disk images this node created for the copies: removed when the migration does not succeed. */
+  createdDisks: string[];
+  /** pod NICs whose passt runs without port forwards (the source still held the ports): completed after the switch-over. */
+  pendingForwards: string[];
+  /** Set by abortIncoming before the process is ended. */
+  aborted?: boolean;
+}
+
 /** What the agent needs to find and drive a VM again after a restart. */
 export interface VmState {
   version: 1;
@@ -103,6 +129,12 @@ export interface VmState {
   guestReadyAt?: number;
   /** Set once a stop was requested, so an adopting agent classifies the exit correctly. */
   stopRequested?: 'stop' | 'kill';
+  /** Per-NIC hub plumbing; absent for VMs whose NICs peer their backend directly. */
+  nicPlumbing?: Record<string, NicPlumbing>;
+  /** Set while this VM is the target of a live migration. */
+  incoming?: IncomingState;
+  /** Set on the source once the guest runs on the target: the exit that follows is the migration's. */
+  migratedTo?: string;
 }
 
 export function writeState(l: Layout, s: VmState): void {

@@ -36,3 +36,70 @@ test('detailed-diff paths', () => {
   expect(parsePath('labels["a.b/c"]')).toEqual(['labels', 'a.b/c']);
   expect(getPath({ cpu: { cores: 2 } }, 'cpu.cores')).toBe(2);
 });
+
+describe('saving after every step (cached entries)', () => {
+  const state = (resources: ResourceState[]) => ({ version: 1 as const, project: 'p', stack: 's', resources });
+  const entry = (name: string, memory: string) => ({
+    ...res(name),
+    inputs: { memory, cloudInit: secret({ userData: 'pw: s3cret-value' }) },
+    outputs: { memory, ready: true, cloudInit: secret({ userData: 'pw: s3cret-value' }) },
+  });
+
+  test('the file is the pretty-printed state, secrets sealed; an empty state too', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'state.json');
+    const store = new StateStore(file);
+    store.save(state([]));
+    expect(fs.readFileSync(file, 'utf8')).toBe(JSON.stringify(state([]), null, 2) + '\n');
+    store.save(state([entry('a', '64Mi'), entry('b', '96Mi')]));
+    const text = fs.readFileSync(file, 'utf8');
+    expect(text).toBe(JSON.stringify(JSON.parse(text), null, 2) + '\n');
+    expect(text).not.toContain('s3cret');
+    expect(new StateStore(file).load('p', 's').resources).toEqual([entry('a', '64Mi'), entry('b', '96Mi')]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('unchanged entries are not rewritten: same objects, equal copies, or a state just loaded', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'state.json');
+    const store = new StateStore(file);
+    const a = entry('a', '64Mi');
+    const b = entry('b', '96Mi');
+    store.save(state([a, b]));
+    const ino = fs.statSync(file).ino;
+    const text = fs.readFileSync(file, 'utf8');
+    store.save(state([a, b]));
+    store.save(state([JSON.parse(JSON.stringify(a)), { ...b }]));
+    // A rename of a new file over the state changes the inode: nothing was written.
+    expect(fs.statSync(file).ino).toBe(ino);
+    const again = new StateStore(file);
+    again.save(again.load('p', 's'));
+    expect(fs.statSync(file).ino).toBe(ino);
+    expect(fs.readFileSync(file, 'utf8')).toBe(text);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a replaced, added, removed or reordered entry is written; unchanged secrets keep their ciphertext', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'state.json');
+    const store = new StateStore(file);
+    const a = entry('a', '64Mi');
+    const b = entry('b', '96Mi');
+    store.save(state([a, b]));
+    const sealed = (name: string) =>
+      JSON.parse(fs.readFileSync(file, 'utf8')).resources.find((r: any) => r.urn === name).inputs.cloudInit.ciphertext;
+    const bCipher = sealed('b');
+    const a2 = entry('a', '128Mi');
+    store.save(state([a2, b]));
+    expect(new StateStore(file).load('p', 's').resources).toEqual([a2, b]);
+    expect(sealed('b')).toBe(bCipher);
+    const c = entry('c', '32Mi');
+    store.save(state([a2, b, c]));
+    expect(new StateStore(file).load('p', 's').resources.map((r) => r.urn)).toEqual(['a', 'b', 'c']);
+    store.save(state([c, a2]));
+    expect(new StateStore(file).load('p', 's').resources).toEqual([c, a2]);
+    store.save({ ...state([c, a2]), stack: 't' });
+    expect(JSON.parse(fs.readFileSync(file, 'utf8')).stack).toBe('t');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

@@ -48,10 +48,10 @@ test('every spec field of each resource kind is an input and an output, nested f
       walk(s, r.inputProperties[field], `${kind}.${field}`);
       if (!r.properties[field]) missing.push(`${kind}.${field} (output)`);
     }
-    for (const m of ['name', 'namespace', 'labels']) if (!r.inputProperties[m]) missing.push(`${kind}.${m}`);
+    for (const m of ['name', 'namespace', 'labels', 'annotations']) if (!r.inputProperties[m]) missing.push(`${kind}.${m}`);
   }
   expect(missing).toEqual([]);
-  expect(Object.keys(schema.resources).sort()).toEqual([token('Network'), token('VirtualMachine'), token('Volume')]);
+  expect(Object.keys(schema.resources).sort()).toEqual([token('ContainerPathMount'), token('Install'), token('Network'), token('VirtualMachine'), token('Volume')]);
   expect(Object.keys(schema.functions).sort()).toEqual([token('getNodeCapabilities'), token('getVirtualMachine')]);
 });
 
