@@ -67,7 +67,8 @@ export async function drainNode(kube: Kube, node: string, opts: { timeoutMs?: nu
     }
     const left = (await onNode()).map((v) => `${v.metadata.namespace}/${v.metadata.name}`);
     const waiting = left.filter((k) => !blocked.has(k));
-    if (!waiting.length) {
+    const unresolved = [...started.keys()].filter((k) => !migrated.includes(k) && !blocked.has(k));
+    if (!waiting.length && !unresolved.length) {
       const res = { ok: left.length === 0, migrated, stopped, blocked: left.map((k) => `${k}: ${blocked.get(k) ?? 'still running'}`) };
       out(res.ok ? `node/${node} drained` : `node/${node} not drained: ${res.blocked.length} VM(s) cannot leave`);
       return res;

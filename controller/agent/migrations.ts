@@ -57,7 +57,12 @@ export class MigrationAgent {
     this.queue = new WorkQueue(`migrations/${hooks.nodeName}`, (k) => this.reconcile(k), 4, this.log);
     for (const ev of ['add', 'update', 'delete'] as const)
       this.migrations.inf.on(ev, (o: any) => {
-        if (o.status?.sourceNode === hooks.nodeName || o.status?.targetNode === hooks.nodeName) this.queue.add(key(o));
+        if (o.status?.sourceNode !== hooks.nodeName && o.status?.targetNode !== hooks.nodeName) return;
+        // A cancel must reach the running migrate() now: the queue holds the key until it returns.
+        const uid = this.outgoing.get(key(o));
+        if (uid && (o.metadata.deletionTimestamp || ev === 'delete'))
+          void hooks.backend.cancelMigration(uid).catch((e) => this.log(`cancel ${key(o)}: ${(e as Error).message}`));
+        this.queue.add(key(o));
       });
   }
 

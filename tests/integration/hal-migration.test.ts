@@ -274,7 +274,7 @@ describe('one guest, moved between two backends', () => {
       { waitForShell: false },
     );
     expect(out).toMatch(/READ-2 guest-token-42 kkkk/);
-    const n = counts(A.status(UID)).at(-1) ?? 0;
+    const n = await eventually('a count on A', () => counts(A.status(UID)).at(-1), 10_000);
     await waitConsole(() => A.status(UID), new RegExp(`COUNT=${n + 2}\\r?\\n`), 20_000);
 
     // The copies are A's own files: stop the guest and read them without QEMU.
