@@ -849,7 +849,7 @@ class Deployment {
   private async check(goal: Goal, olds: Record<string, Json>, news: Record<string, Json>): Promise<Record<string, Json>> {
     const res = await this.rpc(
       'check',
-      new PB.CheckRequest().setUrn(goal.urn).setOlds(toStruct(olds)).setNews(toStruct(news)),
+      new PB.CheckRequest().setUrn(goal.urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setRandomseed(randomSeed(goal.urn)),
       goal.provider,
     );
     const failures = res.getFailuresList().map((f: any) => `${f.getProperty() || '(resource)'}: ${f.getReason()}`);
@@ -1029,6 +1029,15 @@ class Deployment {
     this.server?.forceShutdown();
     if (this.tmp) fs.rmSync(this.tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Check's random seed (the provider derives autonames from it): derived from the URN, so a
+ * preview and the following up agree on a new resource's name, and so do runs of the same
+ * program. (The Pulumi CLI draws a random seed per run unless it follows an update plan.)
+ */
+function randomSeed(urn: string): Uint8Array {
+  return crypto.createHash('sha256').update(`kubevm-engine\0${urn}`).digest();
 }
 
 function shortName(urn: string): string {

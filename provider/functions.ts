@@ -1,4 +1,5 @@
 import { NAME_PATTERN } from '../controller/api/schema';
+import { GVR } from '../controller/runtime/kube';
 import type { OpContext } from './resources/common';
 import { RESOURCES } from './resources';
 import { plain, UNKNOWN, type Json } from './values';
@@ -49,6 +50,35 @@ const FUNCTIONS: Record<string, FunctionDef> = {
       const got = await vm.read(ctx, `${namespace}/${args.name}`, undefined);
       if (!got) throw new Error(`VirtualMachine ${namespace}/${args.name} not found`);
       return got.props;
+    },
+  },
+  /**
+   * The Backups of a VM, oldest first (by their point in time, else creation).
+   * Backups outlive their VM, so a VM that is not there is no error: the list is
+   * what the cluster holds for that name.
+   */
+  'kubevm:index:listBackups': {
+    args: { vm: { required: true, rule: 'label' }, namespace: { required: false, rule: 'label' } },
+    async run(ctx, args) {
+      const namespace = args.namespace ?? ctx.defaultNamespace;
+      // By spec, not by the kubevm.dev/vm label: the controller adds that label a moment after creation.
+      const items = (await ctx.kube.list(GVR.backup, namespace)).filter((b: any) => b.spec?.vm === args.vm && !b.metadata.deletionTimestamp);
+      const at = (b: any) => Date.parse(b.status?.startTime ?? b.metadata.creationTimestamp);
+      items.sort((a: any, b: any) => at(a) - at(b) || a.metadata.name.localeCompare(b.metadata.name));
+      const backups = items.map((b: any) => {
+        const s = b.status ?? {};
+        const out: Record<string, Json> = { name: b.metadata.name, phase: s.phase ?? 'Pending', type: s.type ?? b.spec.type ?? 'Incremental' };
+        if (b.spec.policy) out.policy = b.spec.policy;
+        for (const k of ['reason', 'startTime', 'completionTime']) if (s[k] !== undefined) out[k] = s[k];
+        out.disks = (s.disks ?? []).map((d: any) => {
+          const disk: Record<string, Json> = { name: d.name };
+          if (d.checksum !== undefined) disk.checksum = d.checksum;
+          if (d.size !== undefined) disk.size = d.size;
+          return disk;
+        });
+        return out;
+      });
+      return { backups };
     },
   },
   /** Nodes registered by kubevm agents, with what their backend offers (the agent's Node labels and annotations). */

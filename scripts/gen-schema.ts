@@ -28,7 +28,7 @@ export const MODULE = 'index';
 export const token = (name: string): string => `${PACKAGE}:${MODULE}:${name}`;
 
 /** Kinds exposed as Pulumi resources (VirtualMachineInstance is the controller's business). */
-export const RESOURCE_KINDS = ['VirtualMachine', 'Network', 'Volume', 'ContainerPathMount'] as const;
+export const RESOURCE_KINDS = ['VirtualMachine', 'Network', 'Volume', 'ContainerPathMount', 'BackupPolicy'] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 
 /** Properties whose values are secret, as `<Kind>.<spec path>`; also marked secret in the schema. */
@@ -84,6 +84,12 @@ export const STATUS_OUTPUTS: Record<ResourceKind, StatusOutput[]> = {
       description: 'True when the share waits for the next start of the VM (the backend cannot add it to the running VM, or its tag is still held).',
     },
   ],
+  BackupPolicy: [
+    { name: 'nextScheduleTime', path: ['nextScheduleTime'] },
+    { name: 'lastScheduleTime', path: ['lastScheduleTime'] },
+    { name: 'lastResult', path: ['lastResult'] },
+    { name: 'chains', path: ['chains'] },
+  ],
 };
 
 /** The values of STATUS_OUTPUTS for an observed object's status (undefined where unknown). */
@@ -112,12 +118,18 @@ const UPDATE_TEXT: Record<string, string> = {
 const pascal = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
 const singular = (s: string): string => (s.endsWith('s') ? s.slice(0, -1) : s);
 
-function describe(s: Schema, update?: string): string | undefined {
+/** The update text for a field of `kind`: the VM's words above, and plain ones for the other kinds. */
+function updateText(kind: string, update: string): string {
+  if (kind === 'VirtualMachine') return UPDATE_TEXT[update];
+  return update === 'replace' ? `Changing this replaces the ${kind}.` : update === 'restart' ? UPDATE_TEXT.restart : 'Changing this is applied in place.';
+}
+
+function describe(s: Schema, update?: string, kind = 'VirtualMachine'): string | undefined {
   const parts: string[] = [];
   if (s.description) parts.push(String(s.description));
   if (s.enum && s.type !== 'boolean') parts.push(`One of: ${s.enum.map((v: unknown) => `\`${v}\``).join(', ')}.`);
   if (s.default !== undefined) parts.push(`Default: \`${JSON.stringify(s.default)}\`.`);
-  if (update) parts.push(UPDATE_TEXT[update]);
+  if (update) parts.push(updateText(kind, update));
   return parts.length ? parts.join(' ') : undefined;
 }
 
@@ -209,7 +221,7 @@ function resource(b: Builder, kind: ResourceKind): { spec: Schema; outputs: Reco
   for (const [field, s] of Object.entries<Schema>(k.spec.properties)) {
     const p = b.property(s, kind + pascal(field), secretPaths, `.${field}`);
     const update = s['x-kubevm-update'];
-    const d = describe(s, update);
+    const d = describe(s, update, kind);
     if (d) p.description = d;
     if (update === 'replace') p.willReplaceOnChanges = true;
     if (field in inputProperties) throw new Error(`${kind}: spec field ${field} collides with a metadata property`);
@@ -306,7 +318,51 @@ export function generateSchema(): Schema {
     },
     required: ['name', 'backends', 'capabilities'],
   };
+  b.types[token('BackupInfoDisk')] = {
+    type: 'object',
+    description: "One disk's point of a Backup.",
+    properties: {
+      name: { type: 'string', description: 'Disk name.' },
+      checksum: { type: 'string', description: 'sha256 of the disk content the point restores to (`chunked-sha256:…`); absent until the backup succeeded.' },
+      size: { type: 'integer', description: 'Bytes the point takes on the node.' },
+    },
+    required: ['name'],
+  };
+  b.types[token('BackupInfo')] = {
+    type: 'object',
+    description: 'A Backup of a VM, as listBackups reports it.',
+    properties: {
+      name: { type: 'string', description: 'Backup name (what a Restore or a Volume `source.fromBackup` names).' },
+      policy: { type: 'string', description: 'The BackupPolicy that made it; absent for on-demand backups.' },
+      type: { type: 'string', description: 'What ran (`Full` or `Incremental`); what was asked for while it has not run yet.' },
+      phase: { type: 'string', description: '`Pending`, `Running`, `Succeeded` or `Failed`.' },
+      reason: { type: 'string', description: 'Why the run is what it is (why Full, why Failed).' },
+      startTime: { type: 'string', description: 'The point in time of the backup (ISO 8601).' },
+      completionTime: { type: 'string', description: 'When it ended (ISO 8601).' },
+      disks: { type: 'array', items: { $ref: `#/types/${token('BackupInfoDisk')}` }, description: 'Points per disk.' },
+    },
+    required: ['name', 'phase', 'disks'],
+  };
   const functions: Record<string, Schema> = {
+    [token('listBackups')]: {
+      description:
+        'Lists the Backups of a VM (also of a VM that no longer exists), oldest first: name, type, phase, times, and per disk the checksum and size.',
+      inputs: {
+        properties: {
+          vm: { type: 'string', description: 'Name of the VirtualMachine.' },
+          namespace: { type: 'string', description: "Namespace; the provider's default namespace when absent." },
+        },
+        type: 'object',
+        required: ['vm'],
+      },
+      outputs: {
+        properties: {
+          backups: { type: 'array', items: { $ref: `#/types/${token('BackupInfo')}` }, description: 'The Backups, oldest first.' },
+        },
+        type: 'object',
+        required: ['backups'],
+      },
+    },
     [token('getVirtualMachine')]: {
       description: 'Looks up a VirtualMachine in the cluster: its spec and its status outputs.',
       inputs: {

@@ -371,8 +371,30 @@ export class Agent {
     if (added.some((n) => n.network === 'bridge')) for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
     for (const n of added) await b.attachNic(s.uid, n);
     for (const n of have.nics) if (!want.nics.some((x) => x.name === n.name)) await b.detachNic(s.uid, n.name);
+    // An interface moved to another Network: re-plumb the NIC in place (same MAC, no restart) where the backend can.
+    const nics = [...want.nics];
+    for (const [i, n] of want.nics.entries()) {
+      const h = have.nics.find((x) => x.name === n.name);
+      if (!h || (h.network === n.network && (h.bridge ?? '') === (n.bridge ?? ''))) continue;
+      const component = `kubevm-agent/${this.opts.nodeName}`;
+      if (!b.capabilities().includes('nic-retarget')) {
+        nics[i] = h; // stays where it is until the next start
+        await recordEvent(this.kube, vmi, 'Warning', 'RetargetUnsupported', `interface ${n.name}: the ${b.name} backend cannot move a running NIC; the change applies at the next start`, component);
+        continue;
+      }
+      if (n.network === 'bridge') for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
+      try {
+        const r = await b.retargetNic(s.uid, n.name, { ...n, mac: n.mac ?? h.mac });
+        nics[i] = { ...n, mac: r.mac };
+        const net = (vmi.spec.interfaces ?? []).find((x: any) => x.name === n.name)?.network;
+        await recordEvent(this.kube, vmi, 'Normal', 'InterfaceRetargeted', `interface ${n.name} now on Network ${net} (${r.method}: ${r.detail}), MAC ${r.mac} kept, no restart`, component);
+      } catch (e) {
+        nics[i] = h;
+        await recordEvent(this.kube, vmi, 'Warning', 'RetargetFailed', `interface ${n.name}: ${(e as Error).message}`, component);
+      }
+    }
     // Shares: hot-added, removed where the backend can unplug, else pending until the next start (see ./filesystems.ts).
-    this.applied.set(s.uid, { ...want, filesystems: await this.shares.apply(vmi, have.filesystems, want.filesystems) });
+    this.applied.set(s.uid, { ...want, nics, filesystems: await this.shares.apply(vmi, have.filesystems, want.filesystems) });
   }
 
   private statusFrom(vmi: any, s: VmStatus): any {

@@ -142,6 +142,9 @@ export class MigrationAgent {
     }
     const source = m.status.sourceState as MigrationSource;
     try {
+      // This node may still hold an ended run of the same instance (it left here earlier): clear it first.
+      const old = this.hooks.backend.status(vmi.metadata.uid);
+      if (old && ['Succeeded', 'Failed'].includes(old.phase)) await this.hooks.backend.cleanup(vmi.metadata.uid);
       this.incoming.set(k, vmi.metadata.uid);
       const inc = await this.hooks.backend.prepareIncoming(source.spec, { listen: { address: '127.0.0.1' }, source, blockMirror: !!m.spec.blockMigration });
       if (!(await this.setStatus(m, { phase: 'TargetReady', targetAddress: inc.uri, message: `target instance on ${this.node} waits at ${inc.uri}` }))) await this.dropIncoming(k, vmi.metadata.uid);

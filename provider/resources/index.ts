@@ -1,3 +1,4 @@
+import { BackupPolicy } from './backuppolicy';
 import type { CrdResource } from './common';
 import { ContainerPathMount } from './containerpathmount';
 import { Install } from './install';
@@ -7,7 +8,7 @@ import { Volume } from './volume';
 
 /** The provider's resources by type token. */
 export const RESOURCES: Map<string, CrdResource> = new Map(
-  [new VirtualMachine(), new Network(), new Volume(), new ContainerPathMount()].map((r) => [r.token, r] as [string, CrdResource]),
+  [new VirtualMachine(), new Network(), new Volume(), new ContainerPathMount(), new BackupPolicy()].map((r) => [r.token, r] as [string, CrdResource]),
 );
 
 /**

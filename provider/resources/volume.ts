@@ -21,8 +21,8 @@ export class Volume extends CrdResource {
 
   protected semanticFailures(spec: Props): Failure[] {
     const src = spec.source ?? {};
-    const set = ['blank', 'image', 'clone'].filter((k) => src[k] !== undefined);
-    if (set.length > 1) return [{ property: 'source', reason: `source: set exactly one of blank, image, clone (got ${set.join(', ')})` }];
+    const set = ['blank', 'image', 'clone', 'fromBackup'].filter((k) => src[k] !== undefined);
+    if (set.length > 1) return [{ property: 'source', reason: `source: set exactly one of blank, image, clone, fromBackup (got ${set.join(', ')})` }];
     if ((set.length === 0 || set[0] === 'blank') && spec.size === undefined)
       return [{ property: 'size', reason: 'size: required for a blank volume' }];
     return [];

@@ -61,7 +61,7 @@ export class ContainerPathMount extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly node: pulumi.Output<string | undefined>;
     /**
-     * Absolute path on the node; must lie under one of the agent's allowed roots, without `..` or symlink escapes. Changing this replaces the VM.
+     * Absolute path on the node; must lie under one of the agent's allowed roots, without `..` or symlink escapes. Changing this replaces the ContainerPathMount.
      */
     declare public readonly path: pulumi.Output<string | undefined>;
     /**
@@ -69,7 +69,7 @@ export class ContainerPathMount extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly phase: pulumi.Output<string | undefined>;
     /**
-     * Must be true: write access is not supported. Default: `true`. Changing this replaces the VM.
+     * Must be true: write access is not supported. Default: `true`. Changing this replaces the ContainerPathMount.
      */
     declare public readonly readOnly: pulumi.Output<boolean | undefined>;
     /**
@@ -81,7 +81,7 @@ export class ContainerPathMount extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly restartRequired: pulumi.Output<boolean | undefined>;
     /**
-     * Mount tag the guest mounts the share by (`mount -t virtiofs TAG DIR`); unique among the VM's filesystems (its own and other mounts'). A DNS label of at most 31 characters (the 9p limit; virtiofs allows 36). Changing this replaces the VM.
+     * Mount tag the guest mounts the share by (`mount -t virtiofs TAG DIR`); unique among the VM's filesystems (its own and other mounts'). A DNS label of at most 31 characters (the 9p limit; virtiofs allows 36). Changing this replaces the ContainerPathMount.
      */
     declare public readonly tag: pulumi.Output<string | undefined>;
     /**
@@ -89,7 +89,7 @@ export class ContainerPathMount extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly uid: pulumi.Output<string | undefined>;
     /**
-     * Name of the VirtualMachine in this namespace. Changing this replaces the VM.
+     * Name of the VirtualMachine in this namespace. Changing this replaces the ContainerPathMount.
      */
     declare public readonly vm: pulumi.Output<string | undefined>;
 
@@ -160,19 +160,19 @@ export interface ContainerPathMountArgs {
      */
     namespace?: pulumi.Input<string>;
     /**
-     * Absolute path on the node; must lie under one of the agent's allowed roots, without `..` or symlink escapes. Changing this replaces the VM.
+     * Absolute path on the node; must lie under one of the agent's allowed roots, without `..` or symlink escapes. Changing this replaces the ContainerPathMount.
      */
     path?: pulumi.Input<string>;
     /**
-     * Must be true: write access is not supported. Default: `true`. Changing this replaces the VM.
+     * Must be true: write access is not supported. Default: `true`. Changing this replaces the ContainerPathMount.
      */
     readOnly?: pulumi.Input<boolean>;
     /**
-     * Mount tag the guest mounts the share by (`mount -t virtiofs TAG DIR`); unique among the VM's filesystems (its own and other mounts'). A DNS label of at most 31 characters (the 9p limit; virtiofs allows 36). Changing this replaces the VM.
+     * Mount tag the guest mounts the share by (`mount -t virtiofs TAG DIR`); unique among the VM's filesystems (its own and other mounts'). A DNS label of at most 31 characters (the 9p limit; virtiofs allows 36). Changing this replaces the ContainerPathMount.
      */
     tag?: pulumi.Input<string>;
     /**
-     * Name of the VirtualMachine in this namespace. Changing this replaces the VM.
+     * Name of the VirtualMachine in this namespace. Changing this replaces the ContainerPathMount.
      */
     vm?: pulumi.Input<string>;
 }

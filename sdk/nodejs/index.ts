@@ -5,6 +5,11 @@ import * as pulumi from "@pulumi/pulumi";
 import * as utilities from "./utilities";
 
 // Export members:
+export { BackupPolicyArgs } from "./backupPolicy";
+export type BackupPolicy = import("./backupPolicy").BackupPolicy;
+export const BackupPolicy: typeof import("./backupPolicy").BackupPolicy = null as any;
+utilities.lazyLoad(exports, ["BackupPolicy"], () => require("./backupPolicy"));
+
 export { ContainerPathMountArgs } from "./containerPathMount";
 export type ContainerPathMount = import("./containerPathMount").ContainerPathMount;
 export const ContainerPathMount: typeof import("./containerPathMount").ContainerPathMount = null as any;
@@ -24,6 +29,11 @@ export { InstallArgs } from "./install";
 export type Install = import("./install").Install;
 export const Install: typeof import("./install").Install = null as any;
 utilities.lazyLoad(exports, ["Install"], () => require("./install"));
+
+export { ListBackupsArgs, ListBackupsResult, ListBackupsOutputArgs } from "./listBackups";
+export const listBackups: typeof import("./listBackups").listBackups = null as any;
+export const listBackupsOutput: typeof import("./listBackups").listBackupsOutput = null as any;
+utilities.lazyLoad(exports, ["listBackups","listBackupsOutput"], () => require("./listBackups"));
 
 export { NetworkArgs } from "./network";
 export type Network = import("./network").Network;
@@ -59,6 +69,8 @@ const _module = {
     version: utilities.getVersion(),
     construct: (name: string, type: string, urn: string): pulumi.Resource => {
         switch (type) {
+            case "kubevm:index:BackupPolicy":
+                return new BackupPolicy(name, <any>undefined, { urn })
             case "kubevm:index:ContainerPathMount":
                 return new ContainerPathMount(name, <any>undefined, { urn })
             case "kubevm:index:Install":

@@ -41,7 +41,7 @@ export class Network extends pulumi.CustomResource {
      */
     declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
     /**
-     * Settings for type bridge. Changing this is applied live to a running VM.
+     * Settings for type bridge. Changing this is applied in place.
      */
     declare public readonly bridge: pulumi.Output<outputs.NetworkBridge | undefined>;
     /**
@@ -65,7 +65,7 @@ export class Network extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly phase: pulumi.Output<string | undefined>;
     /**
-     * pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. One of: `pod`, `bridge`, `user`. Default: `"pod"`. Changing this replaces the VM.
+     * pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. One of: `pod`, `bridge`, `user`. Default: `"pod"`. Changing this replaces the Network.
      */
     declare public readonly type: pulumi.Output<string | undefined>;
     /**
@@ -118,7 +118,7 @@ export interface NetworkArgs {
      */
     annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**
-     * Settings for type bridge. Changing this is applied live to a running VM.
+     * Settings for type bridge. Changing this is applied in place.
      */
     bridge?: pulumi.Input<inputs.NetworkBridgeArgs>;
     /**
@@ -134,7 +134,7 @@ export interface NetworkArgs {
      */
     namespace?: pulumi.Input<string>;
     /**
-     * pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. One of: `pod`, `bridge`, `user`. Default: `"pod"`. Changing this replaces the VM.
+     * pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. One of: `pod`, `bridge`, `user`. Default: `"pod"`. Changing this replaces the Network.
      */
     type?: pulumi.Input<string>;
 }

@@ -45,7 +45,7 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
     /**
-     * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the VM.
+     * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the Volume.
      */
     declare public readonly format: pulumi.Output<string | undefined>;
     /**
@@ -65,7 +65,7 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly node: pulumi.Output<string | undefined>;
     /**
-     * Node that holds the volume; chosen by the controller when empty. Changing this replaces the VM.
+     * Node that holds the volume; chosen by the controller when empty. Changing this replaces the Volume.
      */
     declare public readonly nodeName: pulumi.Output<string | undefined>;
     /**
@@ -77,11 +77,11 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly phase: pulumi.Output<string | undefined>;
     /**
-     * Size of a blank volume, or the minimum size of an imported or cloned one. Changing this replaces the VM.
+     * Size of a blank volume, or the minimum size of an imported or cloned one. Changing this replaces the Volume.
      */
     declare public readonly size: pulumi.Output<string | undefined>;
     /**
-     * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the VM.
+     * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the Volume.
      */
     declare public readonly source: pulumi.Output<outputs.VolumeSource | undefined>;
     /**
@@ -148,7 +148,7 @@ export interface VolumeArgs {
      */
     annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**
-     * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the VM.
+     * Image format on the node. One of: `qcow2`, `raw`. Default: `"qcow2"`. Changing this replaces the Volume.
      */
     format?: pulumi.Input<string>;
     /**
@@ -164,15 +164,15 @@ export interface VolumeArgs {
      */
     namespace?: pulumi.Input<string>;
     /**
-     * Node that holds the volume; chosen by the controller when empty. Changing this replaces the VM.
+     * Node that holds the volume; chosen by the controller when empty. Changing this replaces the Volume.
      */
     nodeName?: pulumi.Input<string>;
     /**
-     * Size of a blank volume, or the minimum size of an imported or cloned one. Changing this replaces the VM.
+     * Size of a blank volume, or the minimum size of an imported or cloned one. Changing this replaces the Volume.
      */
     size?: pulumi.Input<string>;
     /**
-     * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the VM.
+     * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the Volume.
      */
     source?: pulumi.Input<inputs.VolumeSourceArgs>;
 }

@@ -64,6 +64,7 @@ beforeAll(async () => {
     dataDir: c.dataDir,
     nodes: 2,
     backend: 'sim',
+    nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 },
     sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, backupMs: 400 } },
   });
 }, 60_000);

@@ -296,6 +296,17 @@ describe('customTimeouts', () => {
   }, 60_000);
 });
 
+test('an autonamed resource gets the same name in the preview and in the up (Check gets a seed from the URN)', async () => {
+  const preview = await engine('preview', 'autoname');
+  expect(preview.errors).toEqual([]);
+  expect(preview.outputs.netName).toMatch(/^auto-net-[a-z0-9]{8}$/);
+  const up = await engine('up', 'autoname');
+  expect(up.errors).toEqual([]);
+  expect(up.outputs.netName).toBe(preview.outputs.netName);
+  expect((await get(`${vmApi('default')}/networks/${up.outputs.netName}`)).status).toBe(200);
+  expect((await engine('destroy', 'autoname')).errors).toEqual([]);
+}, 60_000);
+
 test('a resource of another package is refused with its type and what to do instead', async () => {
   const r = await runEngine('preview', {
     programDir: path.join(__dirname, '../../examples/with-kubernetes'),

@@ -33,7 +33,9 @@ async function vm(name: string, spec: any = {}): Promise<any> {
   return eventually(async () => {
     const v = await get(`${api}/virtualmachines/${name}`);
     return v.status?.printableStatus === 'Running' && v.status?.ready ? v : undefined;
-  }, 20_000, `${name} running`);
+  }, 20_000, `${name} running`).catch(async (e) => {
+    throw new Error(`${e.message}: ${JSON.stringify((await get(`${api}/virtualmachines/${name}`)).status)}`);
+  });
 }
 
 async function migration(name: string, spec: any): Promise<any> {
@@ -55,6 +57,7 @@ beforeAll(async () => {
     dataDir: c.dataDir,
     nodes: 3,
     backend: 'sim',
+    nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 },
     sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, migrateMs: 1500, backupMs: 1500 } },
   });
   kube = Kube.fromFile(c.kubeconfigPath);
@@ -173,4 +176,28 @@ test('kubevm node drain cordons the node and migrates its VMs away; a non-migrat
   // A cordoned node gets no new VMs.
   const fresh = await vm('after-cordon');
   expect(fresh.status.node).not.toBe(node);
+});
+
+test('moving a running interface to another Network re-targets the NIC in place: same instance, same MAC, no restart', async () => {
+  for (const n of ['net-a', 'net-b']) await post('networks', { kind: 'Network', metadata: { name: n }, spec: { type: 'bridge' } });
+  const v = await vm('r1', { interfaces: [{ name: 'eth0', network: 'net-a' }] });
+  const mac = (await get(`${api}/virtualmachineinstances/r1`)).status.interfaces[0].macAddress;
+  expect(mac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+  await c.request('PATCH', `${api}/virtualmachines/r1`, { spec: { interfaces: [{ name: 'eth0', network: 'net-b' }] } }, { 'Content-Type': 'application/merge-patch+json' });
+  const vmi = await eventually(async () => {
+    const x = await get(`${api}/virtualmachineinstances/r1`);
+    return x.status?.interfaces?.[0]?.network === 'net-b' ? x : undefined;
+  }, 10_000, 'interface on net-b');
+  expect(vmi.metadata.uid).toBe(v.status.instanceUID);
+  expect(vmi.status.interfaces[0].macAddress).toBe(mac);
+  const events = await eventually(async () => {
+    const list = (await get(`/api/v1/namespaces/${ns}/events`)).items.filter((e: any) => e.involvedObject.name === 'r1' && e.reason === 'InterfaceRetargeted');
+    return list.length ? list : undefined;
+  }, 10_000, 'InterfaceRetargeted event');
+  expect(events[0].message).toContain('interface eth0 now on Network net-b');
+  const after = await get(`${api}/virtualmachines/r1`);
+  expect(after.status.instanceUID).toBe(v.status.instanceUID);
+  expect((after.status.conditions ?? []).find((x: any) => x.type === 'RestartRequired')?.status ?? 'False').toBe('False');
+  const sim = rt.agents.find((a) => a.nodeName === v.status.node)!['opts'].backend;
+  expect(sim.status(v.status.instanceUID)?.phase).toBe('Running');
 });

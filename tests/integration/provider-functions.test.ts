@@ -63,7 +63,7 @@ test('the shimless plugin folder (PulumiPlugin.yaml + package.json main) serves 
   const info = await p.rpc('getPluginInfo', new emptyPb.Empty());
   expect(info.getVersion()).toBe(JSON.parse(fs.readFileSync(path.join(__dirname, '../../package.json'), 'utf8')).version);
   const schema = JSON.parse((await p.rpc('getSchema', new (providerPb as any).GetSchemaRequest())).getSchema());
-  expect(Object.keys(schema.functions).sort()).toEqual([GET_NODES, GET_VM]);
+  expect(Object.keys(schema.functions).sort()).toEqual([GET_NODES, GET_VM, 'kubevm:index:listBackups']);
   expect(schema.resources['kubevm:index:Install']).toBeDefined();
 });
 

@@ -6,6 +6,70 @@ import * as inputs from "../types/input";
 import * as outputs from "../types/output";
 
 /**
+ * When a run is a full backup instead of an incremental. A run is full anyway when there is no valid base (first run, lost or inconsistent bitmap, base deleted).
+ */
+export interface BackupPolicyFullArgs {
+    /**
+     * A full backup after every N incrementals.
+     */
+    every?: pulumi.Input<number>;
+    /**
+     * A full backup when the newest full one is older than this (e.g. 168h, 7d).
+     */
+    interval?: pulumi.Input<string>;
+}
+
+/**
+ * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything.
+ */
+export interface BackupPolicyRetentionArgs {
+    /**
+     * … of each of the last N days.
+     */
+    daily?: pulumi.Input<number>;
+    /**
+     * Keep the newest point of each of the last N hours that have one.
+     */
+    hourly?: pulumi.Input<number>;
+    /**
+     * Keep the newest N points.
+     */
+    keepLast?: pulumi.Input<number>;
+    /**
+     * … of each of the last N months.
+     */
+    monthly?: pulumi.Input<number>;
+    /**
+     * … of each of the last N ISO weeks.
+     */
+    weekly?: pulumi.Input<number>;
+    /**
+     * … of each of the last N years.
+     */
+    yearly?: pulumi.Input<number>;
+}
+
+/**
+ * VMs whose labels match all of these.
+ */
+export interface BackupPolicySelectorArgs {
+    /**
+     * Label key → value.
+     */
+    matchLabels?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
+}
+
+/**
+ * Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory.
+ */
+export interface BackupPolicyTargetArgs {
+    /**
+     * Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/.
+     */
+    path?: pulumi.Input<string>;
+}
+
+/**
  * Settings for type bridge.
  */
 export interface NetworkBridgeArgs {

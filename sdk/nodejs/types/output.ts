@@ -6,6 +6,156 @@ import * as inputs from "../types/input";
 import * as outputs from "../types/output";
 
 /**
+ * A Backup of a VM, as listBackups reports it.
+ */
+export interface BackupInfo {
+    /**
+     * When it ended (ISO 8601).
+     */
+    completionTime?: string;
+    /**
+     * Points per disk.
+     */
+    disks: outputs.BackupInfoDisk[];
+    /**
+     * Backup name (what a Restore or a Volume `source.fromBackup` names).
+     */
+    name: string;
+    /**
+     * `Pending`, `Running`, `Succeeded` or `Failed`.
+     */
+    phase: string;
+    /**
+     * The BackupPolicy that made it; absent for on-demand backups.
+     */
+    policy?: string;
+    /**
+     * Why the run is what it is (why Full, why Failed).
+     */
+    reason?: string;
+    /**
+     * The point in time of the backup (ISO 8601).
+     */
+    startTime?: string;
+    /**
+     * What ran (`Full` or `Incremental`); what was asked for while it has not run yet.
+     */
+    type?: string;
+}
+
+/**
+ * One disk's point of a Backup.
+ */
+export interface BackupInfoDisk {
+    /**
+     * sha256 of the disk content the point restores to (`chunked-sha256:…`); absent until the backup succeeded.
+     */
+    checksum?: string;
+    /**
+     * Disk name.
+     */
+    name: string;
+    /**
+     * Bytes the point takes on the node.
+     */
+    size?: number;
+}
+
+/**
+ * The backup chain of one VM.
+ */
+export interface BackupPolicyChain {
+    /**
+     * Bytes the kept points take on the node.
+     */
+    bytes?: number;
+    /**
+     * Full points among them.
+     */
+    fulls?: number;
+    /**
+     * Newest Succeeded Backup.
+     */
+    lastPoint?: string;
+    /**
+     * Its completion time.
+     */
+    lastPointTime?: string;
+    /**
+     * Succeeded points kept.
+     */
+    points?: number;
+    /**
+     * VM name.
+     */
+    vm: string;
+}
+
+/**
+ * When a run is a full backup instead of an incremental. A run is full anyway when there is no valid base (first run, lost or inconsistent bitmap, base deleted).
+ */
+export interface BackupPolicyFull {
+    /**
+     * A full backup after every N incrementals.
+     */
+    every?: number;
+    /**
+     * A full backup when the newest full one is older than this (e.g. 168h, 7d).
+     */
+    interval?: string;
+}
+
+/**
+ * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything.
+ */
+export interface BackupPolicyRetention {
+    /**
+     * … of each of the last N days.
+     */
+    daily?: number;
+    /**
+     * Keep the newest point of each of the last N hours that have one.
+     */
+    hourly?: number;
+    /**
+     * Keep the newest N points.
+     */
+    keepLast?: number;
+    /**
+     * … of each of the last N months.
+     */
+    monthly?: number;
+    /**
+     * … of each of the last N ISO weeks.
+     */
+    weekly?: number;
+    /**
+     * … of each of the last N years.
+     */
+    yearly?: number;
+}
+
+/**
+ * VMs whose labels match all of these.
+ */
+export interface BackupPolicySelector {
+    /**
+     * Label key → value.
+     */
+    matchLabels?: {[key: string]: string};
+}
+
+/**
+ * Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory.
+ */
+export interface BackupPolicyTarget {
+    /**
+     * Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/.
+     */
+    path?: string;
+}
+
+/**
  * Settings for type bridge.
  */
 export interface NetworkBridge {

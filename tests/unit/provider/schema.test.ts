@@ -51,8 +51,8 @@ test('every spec field of each resource kind is an input and an output, nested f
     for (const m of ['name', 'namespace', 'labels', 'annotations']) if (!r.inputProperties[m]) missing.push(`${kind}.${m}`);
   }
   expect(missing).toEqual([]);
-  expect(Object.keys(schema.resources).sort()).toEqual([token('ContainerPathMount'), token('Install'), token('Network'), token('VirtualMachine'), token('Volume')]);
-  expect(Object.keys(schema.functions).sort()).toEqual([token('getNodeCapabilities'), token('getVirtualMachine')]);
+  expect(Object.keys(schema.resources).sort()).toEqual([token('BackupPolicy'), token('ContainerPathMount'), token('Install'), token('Network'), token('VirtualMachine'), token('Volume')]);
+  expect(Object.keys(schema.functions).sort()).toEqual([token('getNodeCapabilities'), token('getVirtualMachine'), token('listBackups')]);
 });
 
 test('each VirtualMachine input says how a change is applied', () => {
