@@ -257,6 +257,9 @@ interface RunFigures {
   saves: SaveFigures;
 }
 
+/** The embedded cluster's data, the state files: removed at the end, also after a failure. */
+let dataDir = '';
+
 async function main(): Promise<void> {
   const mem = os.totalmem() / 2 ** 30;
   const load = () => os.loadavg()[0].toFixed(1);
@@ -279,7 +282,7 @@ async function main(): Promise<void> {
   const vmRow = cd.rows.find((r) => r.kind === 'VirtualMachine')!;
 
   // 2.
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubevm-bench-provider-'));
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubevm-bench-provider-'));
   const c = await startCluster({ dataDir, port: 0, historySize: 10_000, compactIntervalMs: 60_000 });
   const rt = await startRuntime({
     kubeconfigPath: c.kubeconfigPath,
@@ -313,7 +316,7 @@ async function main(): Promise<void> {
     const ticker = setInterval(() => {
       if (performance.now() - last >= 10_000) {
         last = performance.now();
-        console.log(`  … ${op}: ${((last - t0) / 1000).toFixed(0)} s, ${progress} resources done`);
+        console.log(`  … ${op}: ${((last - t0) / 1000).toFixed(0)} s${progress ? `, ${progress} created` : ''}`);
       }
     }, 1000);
     const result = await runEngine(op, {
@@ -384,5 +387,6 @@ async function main(): Promise<void> {
 
 main().catch((e) => {
   console.error(e);
+  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   process.exit(1);
 });

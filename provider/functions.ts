@@ -52,6 +52,34 @@ const FUNCTIONS: Record<string, FunctionDef> = {
       return got.props;
     },
   },
+  /** Nodes registered by kubevm agents, with what their backend offers (the agent's Node labels and annotations). */
+  'kubevm:index:getNodeCapabilities': {
+    args: { node: { required: false, rule: 'subdomain' } },
+    async run(ctx, args) {
+      const nodes = { group: '', version: 'v1', plural: 'nodes', namespaced: false };
+      let items: any[];
+      if (args.node !== undefined) {
+        const n = await ctx.kube.tryGet(nodes, undefined, args.node);
+        if (!n) throw new Error(`Node ${args.node} not found`);
+        if (n.metadata.labels?.['kubevm.dev/node'] !== 'true')
+          throw new Error(`Node ${args.node} does not run a kubevm agent (it has no kubevm.dev/node=true label)`);
+        items = [n];
+      } else items = await ctx.kube.list(nodes, undefined, 'kubevm.dev/node=true');
+      const list = (s: unknown) =>
+        String(s ?? '')
+          .split(',')
+          .filter(Boolean);
+      return {
+        nodes: items
+          .map((n) => ({
+            name: n.metadata.name,
+            backends: list(n.metadata.annotations?.['kubevm.dev/backends']),
+            capabilities: list(n.metadata.annotations?.['kubevm.dev/capabilities']),
+          }))
+          .sort((a, b) => a.name.localeCompare(b.name)),
+      };
+    },
+  },
   /**
    * The Backups of a VM, oldest first (by their point in time, else creation).
    * Backups outlive their VM, so a VM that is not there is no error: the list is
@@ -79,34 +107,6 @@ const FUNCTIONS: Record<string, FunctionDef> = {
         return out;
       });
       return { backups };
-    },
-  },
-  /** Nodes registered by kubevm agents, with what their backend offers (the agent's Node labels and annotations). */
-  'kubevm:index:getNodeCapabilities': {
-    args: { node: { required: false, rule: 'subdomain' } },
-    async run(ctx, args) {
-      const nodes = { group: '', version: 'v1', plural: 'nodes', namespaced: false };
-      let items: any[];
-      if (args.node !== undefined) {
-        const n = await ctx.kube.tryGet(nodes, undefined, args.node);
-        if (!n) throw new Error(`Node ${args.node} not found`);
-        if (n.metadata.labels?.['kubevm.dev/node'] !== 'true')
-          throw new Error(`Node ${args.node} does not run a kubevm agent (it has no kubevm.dev/node=true label)`);
-        items = [n];
-      } else items = await ctx.kube.list(nodes, undefined, 'kubevm.dev/node=true');
-      const list = (s: unknown) =>
-        String(s ?? '')
-          .split(',')
-          .filter(Boolean);
-      return {
-        nodes: items
-          .map((n) => ({
-            name: n.metadata.name,
-            backends: list(n.metadata.annotations?.['kubevm.dev/backends']),
-            capabilities: list(n.metadata.annotations?.['kubevm.dev/capabilities']),
-          }))
-          .sort((a, b) => a.name.localeCompare(b.name)),
-      };
     },
   },
 };

@@ -57,6 +57,8 @@ export async function waitFor(ctx: WaitContext, w: WaitSpec): Promise<any> {
   const deadline = Date.now() + w.timeoutMs;
   let last: any;
   let lastSummary = '';
+  let interval = w.intervalMs ?? 250;
+  let polledSummary: string | undefined;
   for (;;) {
     last = await ctx.kube.tryGet(w.gvr, w.namespace, w.name);
     const v = w.check(last);
@@ -76,7 +78,10 @@ export async function waitFor(ctx: WaitContext, w: WaitSpec): Promise<any> {
         `${w.what} ${why}. Last observed: ${summary}.${events.length ? ` Recent events: ${events.join(' | ')}` : ' No events.'}${hint}`,
       );
     }
-    await new Promise((r) => setTimeout(r, w.intervalMs ?? 250));
+    // Poll fast while things change, then back off (to 2 s): a thousand waits must not flood the API server.
+    interval = summary !== polledSummary ? (w.intervalMs ?? 250) : Math.min(interval * 1.5, Math.max(w.intervalMs ?? 250, 2000));
+    polledSummary = summary;
+    await new Promise((r) => setTimeout(r, interval));
   }
 }
 

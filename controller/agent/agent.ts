@@ -66,6 +66,8 @@ export class Agent {
   private readonly uidToKey = new Map<string, string>();
   /** The spec each running VM was started with plus what was hot-plugged since. */
   private readonly applied = new Map<string, VmSpec>();
+  /** Disks and NICs hot-plugged into each running instance since it started (VMI status.attached). */
+  private readonly attached = new Map<string, { disks: string[]; interfaces: string[] }>();
   /** ContainerPath shares of the running guests and what the status reports about them. */
   private readonly shares: FilesystemShares;
   private heartbeat?: NodeJS.Timeout;
@@ -115,6 +117,7 @@ export class Agent {
           adoptIncoming: () => undefined,
           releaseInstance: async (uid) => {
             this.applied.delete(uid);
+            this.attached.delete(uid);
             const b = opts.backend;
             for (let i = 0; i < 100 && b.status(uid) && !ended(b.status(uid)!); i++) await new Promise((r) => setTimeout(r, 100));
             await b.cleanup(uid).catch((e) => this.log(`cleanup after migration ${uid}: ${e.message}`));
@@ -309,6 +312,7 @@ export class Agent {
       }
       if (b.status(uid)) await b.cleanup(uid);
       this.applied.delete(uid);
+      this.attached.delete(uid);
       this.shares.forget(uid);
       const fin = (vmi.metadata.finalizers ?? []).filter((f: string) => f !== AGENT_FINALIZER);
       if (fin.length !== (vmi.metadata.finalizers ?? []).length)
@@ -338,6 +342,7 @@ export class Agent {
         for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
         s = await b.start(spec);
         this.applied.set(uid, spec);
+        this.attached.set(uid, { disks: [], interfaces: [] });
         this.shares.started(vmi, spec.filesystems);
         await recordEvent(this.kube, vmi, 'Normal', 'Started', `started on ${this.opts.nodeName}${s.pid ? ` (pid ${s.pid})` : ''}`, `kubevm-agent/${this.opts.nodeName}`);
       } catch (e) {
@@ -358,6 +363,9 @@ export class Agent {
     const b = this.opts.backend;
     const want = await this.toHalSpec(vmi);
     let have = this.applied.get(s.uid);
+    // Adopted or migrated in: what was hot-plugged is what the previous agent (or the source's) reported.
+    if (!this.attached.has(s.uid)) this.attached.set(s.uid, { disks: [...(vmi.status?.attached?.disks ?? [])], interfaces: [...(vmi.status?.attached?.interfaces ?? [])] });
+    const plugged = this.attached.get(s.uid)!;
     if (!have) {
       // Adopted: it runs what its spec says, with the shares the previous agent reported.
       const shared = this.shares.adopted(vmi);
@@ -365,18 +373,42 @@ export class Agent {
       if (!shared) return;
       have = this.applied.get(s.uid)!;
     }
-    for (const d of want.disks) if (!have.disks.some((x) => x.name === d.name)) await b.attachDisk(s.uid, d);
-    for (const d of have.disks) if (!want.disks.some((x) => x.name === d.name)) await b.detachDisk(s.uid, d.name);
+    const component = `kubevm-agent/${this.opts.nodeName}`;
+    const note = (list: string[], name: string, on: boolean) => {
+      const i = list.indexOf(name);
+      if (on && i < 0) list.push(name);
+      if (!on && i >= 0) list.splice(i, 1);
+    };
+    for (const d of want.disks)
+      if (!have.disks.some((x) => x.name === d.name)) {
+        await b.attachDisk(s.uid, d);
+        note(plugged.disks, d.name, true);
+        await recordEvent(this.kube, vmi, 'Normal', 'DiskAttached', `disk ${d.name} hot-plugged`, component);
+      }
+    for (const d of have.disks)
+      if (!want.disks.some((x) => x.name === d.name)) {
+        await b.detachDisk(s.uid, d.name);
+        note(plugged.disks, d.name, false);
+        await recordEvent(this.kube, vmi, 'Normal', 'DiskDetached', `disk ${d.name} unplugged`, component);
+      }
     const added = want.nics.filter((n) => !have.nics.some((x) => x.name === n.name));
     if (added.some((n) => n.network === 'bridge')) for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
-    for (const n of added) await b.attachNic(s.uid, n);
-    for (const n of have.nics) if (!want.nics.some((x) => x.name === n.name)) await b.detachNic(s.uid, n.name);
+    for (const n of added) {
+      await b.attachNic(s.uid, n);
+      note(plugged.interfaces, n.name, true);
+      await recordEvent(this.kube, vmi, 'Normal', 'InterfaceAttached', `interface ${n.name} hot-plugged`, component);
+    }
+    for (const n of have.nics)
+      if (!want.nics.some((x) => x.name === n.name)) {
+        await b.detachNic(s.uid, n.name);
+        note(plugged.interfaces, n.name, false);
+        await recordEvent(this.kube, vmi, 'Normal', 'InterfaceDetached', `interface ${n.name} unplugged`, component);
+      }
     // An interface moved to another Network: re-plumb the NIC in place (same MAC, no restart) where the backend can.
     const nics = [...want.nics];
     for (const [i, n] of want.nics.entries()) {
       const h = have.nics.find((x) => x.name === n.name);
       if (!h || (h.network === n.network && (h.bridge ?? '') === (n.bridge ?? ''))) continue;
-      const component = `kubevm-agent/${this.opts.nodeName}`;
       if (!b.capabilities().includes('nic-retarget')) {
         nics[i] = h; // stays where it is until the next start
         await recordEvent(this.kube, vmi, 'Warning', 'RetargetUnsupported', `interface ${n.name}: the ${b.name} backend cannot move a running NIC; the change applies at the next start`, component);
@@ -417,6 +449,9 @@ export class Agent {
       })),
       conditions: vmi.status?.conditions ?? [],
     };
+    // Reported once anything was hot-plugged (then also when it is all unplugged again).
+    const plugged = this.attached.get(s.uid);
+    if (plugged && (plugged.disks.length || plugged.interfaces.length || vmi.status?.attached)) status.attached = { disks: [...plugged.disks], interfaces: [...plugged.interfaces] };
     const now = Date.now();
     const ready = phase === 'Running' && !!s.guestReadyAt && s.phase !== 'Paused';
     setCondition(status, 'Ready', ready ? 'True' : 'False', ready ? 'GuestReady' : s.phase === 'Paused' ? 'Paused' : phase === 'Running' ? 'GuestBooting' : phase, '', now);

@@ -150,7 +150,18 @@ export class BackupRunner {
       return { requeueAfterMs: 1000 };
     }
     const vmi = this.vmis.get(vmKey);
-    const live = vmi && vmi.spec?.nodeName === this.opts.nodeName && !['Succeeded', 'Failed'].includes(vmi.status?.phase);
+    const active = vmi && !['Succeeded', 'Failed'].includes(vmi.status?.phase);
+    if (active && vmi.spec?.nodeName && vmi.spec.nodeName !== this.opts.nodeName) {
+      // The VM runs elsewhere now (a live migration moved it): an offline copy here would race the running VM.
+      await this.setStatus(b, { phase: undefined, node: undefined, message: `VirtualMachine ${b.spec.vm} runs on node ${vmi.spec.nodeName}: handed back to the controller` });
+      return;
+    }
+    const live = active && vmi.spec?.nodeName === this.opts.nodeName;
+    const ms = vmi?.status?.migrationState;
+    if (live && ms && !ms.completed && !ms.failed && !ms.endTime) {
+      await this.setStatus(b, { message: `waiting: VirtualMachine ${b.spec.vm} is migrating (Migration ${ms.migration})` });
+      return { requeueAfterMs: 1000 };
+    }
     const online = live && this.running(vmi.metadata.uid);
     if (live && !online) {
       await this.setStatus(b, { message: 'waiting: the VM is starting or stopping' });

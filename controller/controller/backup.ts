@@ -23,6 +23,8 @@ export const LABEL_POLICY = 'kubevm.dev/backup-policy';
 export const ANN_SCHEDULED = 'kubevm.dev/scheduled-time';
 
 const FINISHED = new Set(['Succeeded', 'Failed']);
+/** Migration phases in which the agents move the instance. */
+const MIGRATING = new Set(['Scheduling', 'PreparingTarget', 'TargetReady', 'Running']);
 
 /** The moment a point restores to: its start (else when it was scheduled or created). */
 function timeOf(b: any): number {
@@ -87,7 +89,18 @@ export class BackupReconciler {
       nodes.add(v.status.nodeName);
     }
     if (nodes.size > 1) return fail('InvalidSpec', `the disks' volumes are on different nodes (${[...nodes].sort().join(', ')})`);
-    await this.status(b, { phase: 'Pending', node: [...nodes][0], message: 'waiting for the node agent' });
+    // A backup and a live migration never overlap: the backup waits (a migration waits for a Pending or Running backup).
+    const migration = [...this.caches.migrations.list()].find((m) => m.metadata.namespace === ns && m.spec?.vm === b.spec.vm && MIGRATING.has(m.status?.phase));
+    if (migration) {
+      await this.status(b, { message: `waiting for Migration ${migration.metadata.name} of VirtualMachine ${b.spec.vm} to finish` });
+      return { requeueAfterMs: 2000 };
+    }
+    // A running VM is backed up where its instance runs (after a live migration that need not be where its
+    // volumes were made: the dirty bitmaps live in that QEMU); a stopped one where its volumes are.
+    const vmi = this.caches.vmis.get(`${ns}/${b.spec.vm}`);
+    const live = vmi && vmi.spec?.nodeName && !vmi.metadata.deletionTimestamp && !FINISHED.has(vmi.status?.phase);
+    const node = live ? (vmi.spec.nodeName as string) : [...nodes][0];
+    await this.status(b, { phase: 'Pending', node, message: 'waiting for the node agent' });
   }
 
   private async status(b: any, patch: any): Promise<void> {

@@ -47,8 +47,12 @@ export class VolumeReconciler {
         }
         return;
       }
-      if (fin.includes(VOLUME_PROTECTION))
-        await this.kube.mergePatch(GVR.volume, ns, name, { metadata: { finalizers: fin.filter((f) => f !== VOLUME_PROTECTION), resourceVersion: v.metadata.resourceVersion } });
+      // Never placed (or its node is gone): no agent holds a file for it, so its storage finalizer goes too.
+      const node = v.status?.nodeName;
+      const noFile = !node || !this.caches.nodes.get(node);
+      const drop = new Set([VOLUME_PROTECTION, ...(noFile ? [VOLUME_STORAGE] : [])]);
+      if (fin.some((f) => drop.has(f)))
+        await this.kube.mergePatch(GVR.volume, ns, name, { metadata: { finalizers: fin.filter((f) => !drop.has(f)), resourceVersion: v.metadata.resourceVersion } });
       return;
     }
     if (!fin.includes(VOLUME_PROTECTION) || !fin.includes(VOLUME_STORAGE)) {

@@ -1,5 +1,5 @@
 import * as k8s from '@kubernetes/client-node';
-import { fetch as undiciFetch } from 'undici';
+import { fetch as undiciFetch, Agent as UndiciAgent } from 'undici';
 
 /**
  * The small Kubernetes client the controller and the agents use: JSON CRUD,
@@ -71,7 +71,15 @@ export class Kube {
     this.authCache ??= (async () => {
       const ctx = new k8s.RequestContext(`${this.server}/`, k8s.HttpMethod.GET);
       await this.kc.applySecurityAuthentication(ctx);
-      return { headers: ctx.getHeaders(), dispatcher: ctx.getDispatcher() };
+      // A bounded pool: with one TLS connection per concurrent request, a burst of hundreds of requests
+      // (a 1,000-VM `up`) spends longer in handshakes than undici's connect timeout allows.
+      const tls: any = {};
+      await this.kc.applyToHTTPSOptions(tls);
+      const skip = this.kc.getCurrentCluster()?.skipTLSVerify === true;
+      const dispatcher = this.server.startsWith('https:')
+        ? new UndiciAgent({ connections: 32, connect: { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: !skip } })
+        : ctx.getDispatcher();
+      return { headers: ctx.getHeaders(), dispatcher };
     })();
     return this.authCache;
   }

@@ -251,3 +251,26 @@ test('one backup per VM at a time: a second waits for the first', async () => {
   expect(s4).toBeLessThanOrEqual(s5);
   expect(b5.status.disks[0].base).toBe('gamma-4');
 });
+
+test('a backup waits for a live migration of its VM, then runs online on the node the VM moved to', async () => {
+  // 2 GiB of guest memory: the sim's migration takes about 2.3 s.
+  await vm('delta', { memory: '2Gi' });
+  const v = await running('delta');
+  await backup('delta-1', { vm: 'delta' });
+  await post('migrations', { kind: 'Migration', metadata: { name: 'delta-move' }, spec: { vm: 'delta' } });
+  await eventually(async () => (['PreparingTarget', 'TargetReady', 'Running'].includes((await get(`${api}/migrations/delta-move`)).status?.phase) ? true : undefined), 10_000, 'migrating');
+  await post('backups', { kind: 'Backup', metadata: { name: 'delta-2' }, spec: { vm: 'delta' } });
+  const waiting = await eventually(async () => {
+    const b = await get(`${api}/backups/delta-2`);
+    return b.status?.message?.includes('Migration delta-move') ? b : undefined;
+  }, 10_000, 'delta-2 waits for the migration');
+  expect(waiting.status.phase).toBeUndefined();
+  const m = await finished('migrations', 'delta-move');
+  expect(m.status.phase).toBe('Succeeded');
+  expect(m.status.targetNode).not.toBe(v.status.node);
+  // Where the instance runs now, through its backend: online, not an offline copy of a running VM's disk.
+  const b2 = await finished('backups', 'delta-2');
+  expect(b2.status).toMatchObject({ phase: 'Succeeded', online: true, node: m.status.targetNode });
+  expect(Date.parse(b2.status.startTime)).toBeGreaterThanOrEqual(Date.parse(m.status.endTime) - 1000);
+  expect(fs.existsSync(b2.status.disks[0].manifest)).toBe(true);
+});

@@ -150,7 +150,7 @@ describe('getVirtualMachine', () => {
     ]);
     const unknown = await errorOf(p.invoke('kubevm:index:getNothing', {}));
     expect(unknown.message).toContain(
-      'unknown function kubevm:index:getNothing (kubevm offers kubevm:index:getVirtualMachine, kubevm:index:getNodeCapabilities)',
+      'unknown function kubevm:index:getNothing (kubevm offers kubevm:index:getVirtualMachine, kubevm:index:getNodeCapabilities, kubevm:index:listBackups)',
     );
   });
 });

@@ -323,3 +323,19 @@ test('cloud-init user data can come from a Secret', async () => {
   expect(JSON.stringify(await get(vmPath('s')))).not.toContain('from-secret');
   expect(JSON.stringify(vmi)).not.toContain('from-secret');
 });
+
+test('a Volume that was never placed on a node can be deleted (no agent holds a file for it)', async () => {
+  const r = await c.request('POST', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes`, {
+    apiVersion: 'kubevm.dev/v1alpha1',
+    kind: 'Volume',
+    metadata: { name: 'orphan-clone' },
+    spec: { format: 'qcow2', source: { clone: { volume: 'does-not-exist' } } },
+  });
+  expect(r.status).toBe(201);
+  await eventually(async () => {
+    const v = (await c.request('GET', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes/orphan-clone`)).json;
+    return (v.metadata.finalizers ?? []).includes('kubevm.dev/volume-storage') && v.status?.phase === 'Pending' ? v : undefined;
+  }, 10_000, 'orphan-clone pending with finalizers');
+  expect((await c.request('DELETE', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes/orphan-clone`)).status).toBe(200);
+  await eventually(async () => ((await c.request('GET', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes/orphan-clone`)).status === 404 ? true : undefined), 10_000, 'orphan-clone gone');
+});
