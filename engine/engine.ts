@@ -745,7 +745,7 @@ class Deployment {
             'Remove the protect option and run `kubevm up`, or change the program so that no replacement is needed.',
         );
       }
-      return this.replace(old, inputs, goal, diff);
+      return this.replace(old, inputs, goal, diff, news);
     }
     const res = await this.rpc(
       'update',
@@ -846,10 +846,10 @@ class Deployment {
     }
   }
 
-  private async check(goal: Goal, olds: Record<string, Json>, news: Record<string, Json>): Promise<Record<string, Json>> {
+  private async check(goal: Goal, olds: Record<string, Json>, news: Record<string, Json>, seedExtra = ''): Promise<Record<string, Json>> {
     const res = await this.rpc(
       'check',
-      new PB.CheckRequest().setUrn(goal.urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setRandomseed(randomSeed(goal.urn)),
+      new PB.CheckRequest().setUrn(goal.urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setRandomseed(randomSeed(goal.urn + seedExtra)),
       goal.provider,
     );
     const failures = res.getFailuresList().map((f: any) => `${f.getProperty() || '(resource)'}: ${f.getReason()}`);
@@ -911,8 +911,12 @@ class Deployment {
     inputs: Record<string, Json>,
     goal: Goal,
     diff: { changed: PropertyChange[]; deleteBeforeReplace: boolean },
+    news: Record<string, Json>,
   ): Promise<[string, Record<string, Json>]> {
     this.record({ op: 'replace', urn: old.urn, type: old.type, name: goal.name, changes: diff.changed });
+    // Create-before-delete: the replacement is a new resource, so Check runs without old inputs (as Pulumi
+    // does) and with a seed of its own: an autonamed resource gets a fresh name that cannot collide.
+    if (!diff.deleteBeforeReplace) inputs = await this.check(goal, {}, news, `\0replaces\0${old.id}`);
     if (this.dryRun) {
       const made = await this.create(goal, inputs, false);
       return ['', made.outputs];

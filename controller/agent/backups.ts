@@ -6,7 +6,7 @@ import { Store, key } from '../controller/caches';
 import { BACKUP_FILES, LABEL_VM } from '../controller/backup';
 import { recordEvent } from '../controller/events';
 import { confinePath } from '../hal/common/paths';
-import { iso, ignoreGone, setCondition, removeCondition } from '../runtime/status';
+import { ignoreGone, setCondition, removeCondition } from '../runtime/status';
 import type { Backend, BackupResult, DiskSpec } from '../hal/types';
 
 /**

@@ -210,7 +210,9 @@ export class MigrationAgent {
       const cur = this.migrations.get(k) ?? m;
       const cancelled = !!cur.metadata.deletionTimestamp;
       await this.patchVmiStatus(vmi, { migrationState: { migration: m.metadata.name, sourceNode: this.node, targetNode: m.status.targetNode, failed: true, startTime: iso(start), endTime: iso(Date.now()) } });
-      await this.fail(cur, cancelled ? 'Cancelled' : 'MigrationFailed', cancelled ? 'cancelled; the VM keeps running on the source' : `${(e as Error).message}; the VM keeps running on ${this.node}`);
+      // The HAL's message may already say where the VM stayed ("… keeps running here"): name the node once.
+      const why = (e as Error).message.replace(/[;,.]?\s*the VM keeps running here\.?$/, '');
+      await this.fail(cur, cancelled ? 'Cancelled' : 'MigrationFailed', cancelled ? `cancelled; the VM keeps running on ${this.node}` : `${why}; the VM keeps running on ${this.node}`);
     } finally {
       this.outgoing.delete(k);
     }

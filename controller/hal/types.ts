@@ -152,8 +152,26 @@ export type Phase = 'Starting' | 'Running' | 'Paused' | 'Stopping' | 'Succeeded'
 export interface InterfaceStatus {
   name: string;
   mac: string;
-  /** IPv4 address the guest reported (from its ready marker), if any. */
+  /**
+   * IPv4 address of the guest on this NIC: what the guest reported (its ready
+   * marker), else for a pod NIC the address passt leases by DHCP (see ipSource).
+   */
   ip?: string;
+  /**
+   * Where `ip` comes from: `guest` (the guest reported it), or `passt` (the only
+   * address passt's DHCP hands out on a pod NIC: the node's own address, as a
+   * pod IP; known from passt's start-up log before the guest asks for it).
+   */
+  ipSource?: 'guest' | 'passt';
+  /**
+   * pod NICs: the NIC's passt as the backend supervises it. `Restarting`: it
+   * ended while the VM runs and a new one is on its way (with back-off);
+   * `Failed`: it kept ending and the backend gave up (a restart of the VM, or a
+   * change of the NIC's port forwards, gives it a new passt).
+   */
+  passt?: 'Running' | 'Restarting' | 'Failed';
+  /** pod NICs: how often the NIC's passt ended unexpectedly and was restarted (kept across adoption). */
+  passtRestarts?: number;
 }
 
 export interface VmStatus {

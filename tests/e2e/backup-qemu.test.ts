@@ -220,7 +220,6 @@ test('kill -9 of QEMU during a backup: the Backup is Failed with no point; the n
   // The bitmaps of the killed QEMU were never stored (or are marked inconsistent): the HAL says which.
   expect(p5.status).toMatchObject({ phase: 'Succeeded', type: 'Full', online: true });
   expect(['BitmapMissing', 'BitmapInconsistent']).toContain(p5.status.reason);
-  if (process.env.KUBEVM_DEBUG) console.log('p5', p5.status.reason, p5.status.durationSeconds, job);
   expect(p5.status.disks[0].base).toBeUndefined();
   expect(p5.status.disks[0].size).toBeGreaterThan(512 * MiB);
 }, 300_000);

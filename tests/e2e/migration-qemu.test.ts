@@ -114,6 +114,12 @@ async function migrate(name: string, spec?: any): Promise<{ m: any; phases: stri
   }
 }
 
+/** A failed migration fails the test with its reason and message. */
+function succeeded(m: any): any {
+  if (m.status?.phase !== 'Succeeded') throw new Error(`Migration ${m.metadata.name} is ${m.status?.phase}: ${m.status?.reason}: ${m.status?.message}`);
+  return m.status;
+}
+
 /** Pings both peers from the guest; reports what tells a reboot or a hotplug from a link flap. */
 async function probe(con: ConsoleVm, waitForShell = false) {
   const out = await runOnConsole(
@@ -169,6 +175,8 @@ beforeAll(async () => {
   fs.chmodSync(shareRoot, 0o755);
   ip('netns', 'add', NS);
   netnsMade.push(NS);
+  // Both nodes' QEMUs run in NS: the migration stream goes over its loopback (down in a new namespace).
+  ip('-n', NS, 'link', 'set', 'lo', 'up');
   for (const p of Object.values(PEERS)) {
     ip('netns', 'add', p.ns);
     netnsMade.push(p.ns);
@@ -244,7 +252,7 @@ describe('live migration between the two node agents', () => {
       })(),
     ]).finally(() => clearInterval(tail));
     const { m, phases, vmStates } = res;
-    expect(m.status).toMatchObject({ phase: 'Succeeded', sourceNode: from, instanceUID: uid });
+    expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', sourceNode: from, instanceUID: uid });
     const to: string = m.status.targetNode;
     expect(to).not.toBe(from);
     expect(phases).toEqual(expect.arrayContaining(['Scheduling', 'PreparingTarget', 'TargetReady', 'Running', 'Succeeded']));
@@ -286,7 +294,7 @@ describe('live migration between the two node agents', () => {
     const vm = await get(`${api}/virtualmachines/mover`);
     const from = vm.status.node;
     const { m } = await migrate('mig-2', { vm: 'mover' });
-    expect(m.status).toMatchObject({ phase: 'Succeeded', sourceNode: from, instanceUID: uid });
+    expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', sourceNode: from, instanceUID: uid });
     expect(m.status.targetNode).not.toBe(from);
     const back = await eventually(async () => {
       const v = await get(`${api}/virtualmachines/mover`);
@@ -404,7 +412,7 @@ describe('kubevm node drain', () => {
     let mover = await running('mover');
     if (mover.status.node !== node) {
       const { m } = await migrate('to-drained-node', { vm: 'mover', targetNode: node });
-      expect(m.status).toMatchObject({ phase: 'Succeeded', targetNode: node });
+      expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', targetNode: node });
       mover = await eventually(async () => {
         const v = await get(`${api}/virtualmachines/mover`);
         return v.status?.node === node && v.status.ready ? v : undefined;
@@ -435,6 +443,6 @@ describe('kubevm node drain', () => {
     expect(u.stdout).toContain(`node/${node} uncordoned`);
     expect((await c.request('GET', `/api/v1/nodes/${node}`)).json.spec?.unschedulable).toBeUndefined();
     const { m } = await migrate('after-uncordon', { vm: 'mover' });
-    expect(m.status).toMatchObject({ phase: 'Succeeded', sourceNode: other, targetNode: node });
+    expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', sourceNode: other, targetNode: node });
   }, 240_000);
 });

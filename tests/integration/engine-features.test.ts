@@ -304,8 +304,16 @@ test('an autonamed resource gets the same name in the preview and in the up (Che
   expect(up.errors).toEqual([]);
   expect(up.outputs.netName).toBe(preview.outputs.netName);
   expect((await get(`${vmApi('default')}/networks/${up.outputs.netName}`)).status).toBe(200);
+  // A replacement of an autonamed resource is created first under a fresh name, then the old one goes.
+  const replaced = await engine('up', 'autoname', { config: { netType: 'user' } });
+  expect(replaced.errors).toEqual([]);
+  expect(replaced.steps.find((st) => st.op === 'replace')).toBeDefined();
+  expect(replaced.outputs.netName).toMatch(/^auto-net-[a-z0-9]{8}$/);
+  expect(replaced.outputs.netName).not.toBe(up.outputs.netName);
+  expect((await get(`${vmApi('default')}/networks/${up.outputs.netName}`)).status).toBe(404);
+  expect((await get(`${vmApi('default')}/networks/${replaced.outputs.netName}`)).json.spec.type).toBe('user');
   expect((await engine('destroy', 'autoname')).errors).toEqual([]);
-}, 60_000);
+}, 90_000);
 
 test('a resource of another package is refused with its type and what to do instead', async () => {
   const r = await runEngine('preview', {

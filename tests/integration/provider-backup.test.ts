@@ -205,10 +205,10 @@ describe('BackupPolicy', () => {
     expect([...names].sort()).toEqual(names); // named after their scheduled minutes, in order
 
     // Read reports the schedule's status as outputs (the tick annotation others added is not drift).
-    const read = await eventually(async () => {
+    const read = (await eventually(async () => {
       const r = await p.read(BP, 'minutely', made.id, made.props, made.inputs);
       return r.props.chains?.[0]?.points === 4 && r.props.lastResult ? r : undefined;
-    }, 10_000, 'the policy status');
+    }, 10_000, 'the policy status'))!;
     expect(read.inputs).toEqual(made.inputs);
     expect(read.props).toMatchObject({ lastResult: 'Succeeded', chains: [{ vm: 'db', points: 4, fulls: 2, lastPoint: names[3] }] });
     expect(Date.parse(read.props.nextScheduleTime)).toBeGreaterThan(Date.parse(read.props.lastScheduleTime));

@@ -82,6 +82,18 @@ export interface SidecarRecord {
   /** NIC name or filesystem tag. */
   key: string;
   process: ProcessRecord;
+  /** passt: the IPv4 address its DHCP hands out (from its start-up log), if it printed one. */
+  lease?: string;
+}
+
+/** Supervision of a pod NIC's passt (qemu/supervise.ts): kept in the state so an adopting agent continues it. */
+export interface PasstSupervision {
+  /** Restarts after passt ended unexpectedly, over the NIC's life. */
+  restarts: number;
+  /** When the recent restarts happened (ms), for the back-off and the bound. */
+  recent: number[];
+  /** Set when the backend gave up restarting it: why. */
+  failed?: string;
 }
 
 /**
@@ -135,6 +147,8 @@ export interface VmState {
   incoming?: IncomingState;
   /** Set on the source once the guest runs on the target: the exit that follows is the migration's. */
   migratedTo?: string;
+  /** pod NICs whose passt ended unexpectedly at least once (NIC name → supervision record). */
+  passtSupervision?: Record<string, PasstSupervision>;
 }
 
 export function writeState(l: Layout, s: VmState): void {

@@ -79,7 +79,29 @@ export async function startPasst(host: HostInfo, l: Layout, nic: NicSpec): Promi
     }
     throw new Error(`${e.message}: ${passtLog(log)}`);
   }
-  return { kind: 'passt', key: nic.name, process: recordOf(p.pid, sock) };
+  const lease = passtLease(tail(log, 8000));
+  return { kind: 'passt', key: nic.name, process: recordOf(p.pid, sock), ...(lease ? { lease } : {}) };
+}
+
+/**
+ * The IPv4 address passt's DHCP hands out, from its start-up log:
+ * ```
+ * DHCP:
+ *     assign: 192.0.2.2
+ * ```
+ * (the node's address on its default-route interface, unless `-a` says
+ * otherwise). passt leases nothing else, so it is the guest's address once the
+ * guest runs DHCP. passt logs before the socket is bound, so it is there when
+ * startPasst returns. The `NDP/DHCPv6:` block's assign line is IPv6 and ignored.
+ */
+export function passtLease(log: string): string | undefined {
+  const text = log
+    .split('\n')
+    .filter((x) => !x.startsWith('Failed to send'))
+    .join('\n');
+  // The last start in the log counts (a re-plugged NIC's passt appends to the same file).
+  const all = [...text.matchAll(/^DHCP:\r?\n(?:[ \t]+\S.*\r?\n)*?[ \t]+assign:[ \t]*(\d{1,3}(?:\.\d{1,3}){3})[ \t]*\r?$/gm)];
+  return all.at(-1)?.[1];
 }
 
 /**
