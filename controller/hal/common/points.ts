@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { BackupType, DiskTracking, FullBackupReason, PointManifest, TrackingBitmap } from '../backup-types';
 import { HalError } from '../types';
+import { normalisePath } from './paths';
 
 /**
  * Backend-neutral bookkeeping of backup points: names, manifests (validated,
@@ -348,4 +349,14 @@ export function trackingSummary(disk: string, method: DiskTracking['method'], bi
   else if (!usable.length) t.fullReason = 'BitmapMissing';
   if (usable.length) t.since = usable.map((b) => b.point!).sort()[usable.length - 1];
   return t;
+}
+
+/** A restore request's checked format and normalised destination (HalError Invalid naming the field otherwise). */
+export function restoreDest(req: { format?: unknown; dest?: unknown }): string {
+  if (req?.format !== 'qcow2' && req?.format !== 'raw') throw new HalError('Invalid', `format: ${JSON.stringify(req?.format)} must be qcow2 or raw`);
+  try {
+    return normalisePath(req.dest as string);
+  } catch (e: any) {
+    throw new HalError('Invalid', `dest: ${e.message}`);
+  }
 }

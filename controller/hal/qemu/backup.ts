@@ -48,7 +48,6 @@ import type {
   VerifyResult,
 } from '../backup-types';
 import { CHUNK_SIZE, chainSumsChecksum, changedDigests, encodeDelta, imageChecksum } from '../common/checksum';
-import { normalisePath } from '../common/paths';
 import {
   allocatedBytes,
   bitmapName,
@@ -69,6 +68,7 @@ import {
   type DiskPlan,
   type LoadedPoint,
   type PointPaths,
+  restoreDest,
 } from '../common/points';
 import { convertImage, createQcow2, imageInUse, removeBitmap } from '../common/qemuimg';
 import type { QmpClient, QmpEvent } from '../common/qmp';
@@ -429,14 +429,7 @@ export class QemuBackups {
 
   async restore(req: RestoreRequest): Promise<RestoreResult> {
     const t0 = Date.now();
-    if (req?.format !== 'qcow2' && req?.format !== 'raw')
-      throw new HalError('Invalid', `format: ${JSON.stringify(req?.format)} must be qcow2 or raw`);
-    let dest: string;
-    try {
-      dest = normalisePath(req.dest);
-    } catch (e: any) {
-      throw new HalError('Invalid', `dest: ${e.message}`);
-    }
+    const dest = restoreDest(req);
     const chain = loadChainOrThrow(req.point);
     const top = chain[chain.length - 1];
     const exists = fs.existsSync(dest);

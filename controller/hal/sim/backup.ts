@@ -13,7 +13,6 @@ import type {
   VerifyResult,
 } from '../backup-types';
 import { CHUNK_SIZE, checksumOf } from '../common/checksum';
-import { normalisePath } from '../common/paths';
 import {
   allocatedBytes,
   BackupLocks,
@@ -32,6 +31,7 @@ import {
   writeFileSynced,
   writeManifest,
   type LoadedPoint,
+  restoreDest,
 } from '../common/points';
 import { HalError, type DiskSpec } from '../types';
 
@@ -245,14 +245,7 @@ export class SimBackups {
 
   async restore(req: RestoreRequest): Promise<RestoreResult> {
     const t0 = Date.now();
-    if (req?.format !== 'qcow2' && req?.format !== 'raw')
-      throw new HalError('Invalid', `format: ${JSON.stringify(req?.format)} must be qcow2 or raw`);
-    let dest: string;
-    try {
-      dest = normalisePath(req.dest);
-    } catch (e: any) {
-      throw new HalError('Invalid', `dest: ${e.message}`);
-    }
+    const dest = restoreDest(req);
     const chain = loadChain(req.point);
     const top = chain[chain.length - 1];
     if (req.inPlace && !fs.existsSync(dest)) throw new HalError('NotFound', `dest: ${dest} does not exist`);
