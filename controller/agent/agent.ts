@@ -14,7 +14,7 @@ import { FilesystemShares } from './filesystems';
 import { BackupRunner } from './backups';
 import { MigrationAgent } from './migrations';
 import type { BridgeSpec, NodeBridges } from './bridges';
-import { iso, withoutConditionTimes as stripTimes, ignoreGone, setCondition } from '../runtime/status';
+import { iso, withoutConditionTimes as stripTimes, ignoreGone, setCondition, removeCondition } from '../runtime/status';
 
 /**
  * The node agent: registers its Node (capacity, labels, the backend's
@@ -115,6 +115,9 @@ export class Agent {
           backend: opts.backend,
           leaving: this.leaving,
           adoptIncoming: () => undefined,
+          prepareNode: async (vmi) => {
+            for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
+          },
           releaseInstance: async (uid) => {
             this.applied.delete(uid);
             this.attached.delete(uid);
@@ -269,7 +272,9 @@ export class Agent {
   private neededBridges(): Map<string, BridgeSpec> {
     const out = new Map<string, BridgeSpec>();
     for (const vmi of this.vmis.list()) {
-      if (vmi.spec?.nodeName !== this.opts.nodeName || ['Succeeded', 'Failed'].includes(vmi.status?.phase)) continue;
+      // An instance migrating in is not bound here yet, but its QEMU is (or is about to be) on the bridges.
+      const here = vmi.spec?.nodeName === this.opts.nodeName || !!this.migrations?.involved(vmi.metadata.uid);
+      if (!here || ['Succeeded', 'Failed'].includes(vmi.status?.phase)) continue;
       for (const b of bridgesOf(vmi)) out.set(b.name, b);
     }
     return out;
@@ -305,6 +310,8 @@ export class Agent {
     // Migrating away: the migration agent owns the instance until it is rebound to the target.
     if (this.leaving.has(uid)) return;
     let s = b.status(uid);
+    // Rebound here by a migration whose switch-over this node's QEMU has not reported yet: the next event brings it.
+    if (s?.phase === 'Starting' && s.reason === 'IncomingMigration' && !vmi.metadata.deletionTimestamp) return;
     if (vmi.metadata.deletionTimestamp) {
       if (s && !ended(s)) {
         await recordEvent(this.kube, vmi, 'Normal', 'Stopping', 'stopping the guest', `kubevm-agent/${this.opts.nodeName}`);
@@ -425,6 +432,25 @@ export class Agent {
         await recordEvent(this.kube, vmi, 'Warning', 'RetargetFailed', `interface ${n.name}: ${(e as Error).message}`, component);
       }
     }
+    // A pod interface's ports changed on the same Network: a passt with the new forwards takes over behind the NIC (no restart).
+    for (const [i, n] of want.nics.entries()) {
+      const h = have.nics.find((x) => x.name === n.name);
+      if (!h || h.network !== n.network || (h.bridge ?? '') !== (n.bridge ?? '') || isDeepStrictEqual(h.portForwards ?? [], n.portForwards ?? [])) continue;
+      const component = `kubevm-agent/${this.opts.nodeName}`;
+      const ports = (n.portForwards ?? []).map((f) => `${f.protocol} ${f.hostPort ?? f.port}→${f.port}`).join(', ') || 'none';
+      nics[i] = h; // until applied
+      if (!b.capabilities().includes('nic-retarget')) {
+        await recordEvent(this.kube, vmi, 'Warning', 'PortsUnsupported', `interface ${n.name}: the ${b.name} backend cannot change a running NIC's port forwards; they apply at the next start`, component);
+        continue;
+      }
+      try {
+        const r = await b.retargetNic(s.uid, n.name, { ...n, mac: n.mac ?? h.mac });
+        nics[i] = { ...n, mac: r.mac };
+        await recordEvent(this.kube, vmi, 'Normal', 'PortsUpdated', `interface ${n.name}: port forwards now ${ports}, applied live (${r.detail})`, component);
+      } catch (e) {
+        await recordEvent(this.kube, vmi, 'Warning', 'PortsUpdateFailed', `interface ${n.name}: port forwards ${ports}: ${(e as Error).message}`, component);
+      }
+    }
     // Shares: hot-added, removed where the backend can unplug, else pending until the next start (see ./filesystems.ts).
     this.applied.set(s.uid, { ...want, nics, filesystems: await this.shares.apply(vmi, have.filesystems, want.filesystems) });
   }
@@ -456,6 +482,13 @@ export class Agent {
     const ready = phase === 'Running' && !!s.guestReadyAt && s.phase !== 'Paused';
     setCondition(status, 'Ready', ready ? 'True' : 'False', ready ? 'GuestReady' : s.phase === 'Paused' ? 'Paused' : phase === 'Running' ? 'GuestBooting' : phase, '', now);
     setCondition(status, 'Paused', s.phase === 'Paused' ? 'True' : 'False', s.phase === 'Paused' ? 'PausedByUser' : 'NotPaused', '', now);
+    // pod interfaces: their passt as the backend supervises it (restarted when it dies; docs/networking.md).
+    const pod = phase === 'Running' ? s.interfaces.filter((i) => i.passt) : [];
+    const down = pod.find((i) => i.passt !== 'Running');
+    const restarted = pod.filter((i) => i.passtRestarts).map((i) => `interface ${i.name}: passt restarted ${i.passtRestarts} time(s)`);
+    if (!pod.length) removeCondition(status, 'PasstReady');
+    else if (down) setCondition(status, 'PasstReady', 'False', down.passt === 'Failed' ? 'PasstFailed' : 'PasstRestarting', s.message ?? `interface ${down.name}: passt ${down.passt}`, now);
+    else setCondition(status, 'PasstReady', 'True', restarted.length ? 'PasstRestarted' : 'PasstRunning', restarted.join('; '), now);
     for (const k of Object.keys(status)) if (status[k] === undefined) delete status[k];
     return status;
   }
@@ -502,11 +535,13 @@ export class Agent {
           ...(n.bridge ? { bridge: n.bridge } : {}),
           ...(i.macAddress ? { mac: i.macAddress } : {}),
           model: i.model === 'e1000e' ? 'e1000e' : 'virtio',
-          portForwards: (i.ports ?? []).map((p: any) => ({ protocol: (p.protocol ?? 'TCP').toLowerCase(), port: p.port, ...(p.nodePort ? { hostPort: p.nodePort } : {}) })),
+          // On the node's loopback, as the API documents nodePort (passt would bind every address of the node).
+          portForwards: (i.ports ?? []).map((p: any) => ({ protocol: (p.protocol ?? 'TCP').toLowerCase(), port: p.port, ...(p.nodePort ? { hostPort: p.nodePort } : {}), hostAddress: '127.0.0.1' })),
         };
       }),
       filesystems: this.shares.specsOf(vmi),
     };
+    if (s.hotplugSlots !== undefined) spec.hotplugSlots = s.hotplugSlots;
     if (s.firmware?.kernel) {
       // Boot files come from the node: only from the operator's allowed roots, without symlink escapes.
       const file = (p: string, field: string) => {

@@ -34,6 +34,8 @@ export interface MigrationAgentHooks {
   leaving: Set<string>;
   /** The target agent takes the running incoming instance as its own. */
   adoptIncoming(uid: string): void;
+  /** Readies this node for an incoming instance before its QEMU starts (the bridges of its Networks). */
+  prepareNode?(vmi: any): Promise<void>;
   log?: (line: string) => void;
 }
 
@@ -146,6 +148,7 @@ export class MigrationAgent {
       const old = this.hooks.backend.status(vmi.metadata.uid);
       if (old && ['Succeeded', 'Failed'].includes(old.phase)) await this.hooks.backend.cleanup(vmi.metadata.uid);
       this.incoming.set(k, vmi.metadata.uid);
+      await this.hooks.prepareNode?.(vmi);
       const inc = await this.hooks.backend.prepareIncoming(source.spec, { listen: { address: '127.0.0.1' }, source, blockMirror: !!m.spec.blockMigration });
       if (!(await this.setStatus(m, { phase: 'TargetReady', targetAddress: inc.uri, message: `target instance on ${this.node} waits at ${inc.uri}` }))) await this.dropIncoming(k, vmi.metadata.uid);
     } catch (e) {

@@ -175,6 +175,7 @@ const vmTemplateProperties: Record<string, Schema> = {
   }),
   terminationGracePeriodSeconds: live(int('Seconds the guest gets to shut down after an ACPI power-off before it is stopped hard.', { minimum: 0, default: 30 })),
   evictionStrategy: live(str('What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy).', { enum: ['LiveMigrate', 'None'], default: 'LiveMigrate' })),
+  hotplugSlots: restart(int('Spare hotplug slots reserved at start (qemu: empty PCIe root ports, which q35 cannot add later): at most this many disks and interfaces can be added to the running VM at once.', { minimum: 0, maximum: 32, default: 4 })),
 };
 
 const vmSpec = obj(
@@ -318,7 +319,7 @@ const networkSpec = obj('A network VMs attach to.', {
     enum: ['pod', 'bridge', 'user'],
     default: 'pod',
   })),
-  bridge: live(obj('Settings for type bridge.', {
+  bridge: replace(obj('Settings for type bridge (a change replaces the Network: the VLAN defines what instances are wired to).', {
     vlan: int('VLAN id: the bridge filters VLANs and every VM port is an untagged access port of this VLAN (the node kernel needs bridge VLAN filtering; an uplink is the operator\'s to add, as a trunk).', { minimum: 1, maximum: 4094 }),
     cidr: str('Address range for the guests (informational; guests get addresses from their own DHCP or cloud-init).'),
   })),

@@ -126,6 +126,8 @@ export type VirtualMachineSpec = {
   terminationGracePeriodSeconds?: number;
   /** What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). */
   evictionStrategy?: "LiveMigrate" | "None";
+  /** Spare hotplug slots reserved at start (qemu: empty PCIe root ports, which q35 cannot add later): at most this many disks and interfaces can be added to the running VM at once. */
+  hotplugSlots?: number;
 };
 
 export type VirtualMachineStatus = {
@@ -301,6 +303,8 @@ export type VirtualMachineInstanceSpec = {
   terminationGracePeriodSeconds?: number;
   /** What a node drain does with the running VM: LiveMigrate moves it to another node; None stops it (it starts again elsewhere by its run strategy). */
   evictionStrategy?: "LiveMigrate" | "None";
+  /** Spare hotplug slots reserved at start (qemu: empty PCIe root ports, which q35 cannot add later): at most this many disks and interfaces can be added to the running VM at once. */
+  hotplugSlots?: number;
   /** Node the instance is scheduled to. */
   nodeName?: string;
   /** Resolved volumes: the disk files on the node. */
@@ -497,7 +501,7 @@ export interface Volume {
 export type NetworkSpec = {
   /** pod: user-space NAT through passt (no privileges); bridge: a Linux bridge per Network on each node that runs an instance on it, without a node address, isolated from other Networks (guests address themselves: static or their own DHCP); user: QEMU user networking. */
   type?: "pod" | "bridge" | "user";
-  /** Settings for type bridge. */
+  /** Settings for type bridge (a change replaces the Network: the VLAN defines what instances are wired to). */
   bridge?: {
     /** VLAN id: the bridge filters VLANs and every VM port is an untagged access port of this VLAN (the node kernel needs bridge VLAN filtering; an uplink is the operator's to add, as a trunk). */
     vlan?: number;

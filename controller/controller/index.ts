@@ -96,6 +96,8 @@ export class Controller {
       this.caches.backupPolicies.inf.on(ev, (o: any) => this.policyQueue.add(key(o)));
       this.caches.backups.inf.on(ev, (o: any) => {
         this.backupQueue.add(key(o));
+        for (const v of this.caches.volumes.list())
+          if (v.metadata.namespace === o.metadata.namespace && v.spec?.source?.fromBackup?.backup === o.metadata.name && !v.status?.nodeName) this.volumeQueue.add(key(v));
         if (o.spec?.policy) this.policyQueue.add(`${o.metadata.namespace}/${o.spec.policy}`);
         for (const r of this.caches.restores.list()) if (r.metadata.namespace === o.metadata.namespace && r.spec?.backup === o.metadata.name) this.restoreQueue.add(key(r));
       });

@@ -25,6 +25,20 @@ export function isActiveMigration(m: any): boolean {
   return !m.status?.phase || ACTIVE.has(m.status.phase);
 }
 
+/**
+ * Why an instance cannot live-migrate whatever the target, from its spec (mirrors
+ * the HAL's migratable(), which the source agent applies to the running VM):
+ * a shared host directory (ContainerPath, the VM's own or a ContainerPathMount's).
+ */
+export function notMigratable(vmi: any): string | undefined {
+  const shares: any[] = vmi.spec?.filesystems ?? [];
+  const i = shares.findIndex((f) => f.containerPath);
+  if (i < 0) return undefined;
+  const f = shares[i];
+  const what = f.mount ? `ContainerPathMount ${f.mount} (tag "${f.name}")` : `spec.filesystems[${i}] (tag "${f.name}")`;
+  return `${what} shares a host directory (virtiofs or 9p); QEMU cannot live-migrate a VM with a shared directory`;
+}
+
 export class MigrationReconciler {
   constructor(
     private readonly kube: Kube,
@@ -77,13 +91,24 @@ export class MigrationReconciler {
       const source = m.status.sourceNode;
       const sourceNode = this.caches.nodes.get(source);
       const domain = sourceNode?.metadata.labels?.[STORAGE_DOMAIN_LABEL];
-      const candidates = [...this.caches.nodes.list()].filter((n) => n.metadata.name !== source && (!m.spec.targetNode || n.metadata.name === m.spec.targetNode));
+      let candidates = [...this.caches.nodes.list()].filter((n) => n.metadata.name !== source && (!m.spec.targetNode || n.metadata.name === m.spec.targetNode));
       if (m.spec.targetNode && !candidates.length)
         return fail('Unschedulable', m.spec.targetNode === source ? `spec.targetNode: the VM already runs on ${source}` : `spec.targetNode: node ${m.spec.targetNode} does not exist`);
+      // What no target can change is refused before one is chosen (the source agent checks the running VM again).
+      const why = notMigratable(vmi);
+      if (why) return fail('NotMigratable', `VirtualMachine ${m.spec.vm} cannot be live-migrated: ${why}`);
+      const sharesStorage = (n: any) => !!domain && n.metadata.labels?.[STORAGE_DOMAIN_LABEL] === domain;
+      if (m.spec.blockMigration && (vmi.spec.disks ?? []).length) {
+        // A node that sees the source's disk files would mirror each disk onto itself.
+        candidates = candidates.filter((n) => !sharesStorage(n));
+        if (!candidates.length)
+          return fail(
+            'Unschedulable',
+            `spec.blockMigration: ${m.spec.targetNode ? `node ${m.spec.targetNode} shares` : 'every other node shares'} storage with ${source} (storage domain ${domain}); copying the disks there would copy them onto themselves: migrate without blockMigration`,
+          );
+      }
       // Without block migration the target must see the same disk files: same storage domain.
-      const shared = new Set<string>(
-        m.spec.blockMigration ? [] : candidates.filter((n) => domain && n.metadata.labels?.[STORAGE_DOMAIN_LABEL] === domain).map((n) => n.metadata.name),
-      );
+      const shared = new Set<string>(m.spec.blockMigration ? [] : candidates.filter(sharesStorage).map((n) => n.metadata.name));
       if (!m.spec.blockMigration && !shared.size)
         return fail('Unschedulable', `no other node shares storage with ${source}${domain ? ` (storage domain ${domain})` : ''}: set spec.blockMigration to copy the disks`);
       const networks = [...this.caches.networks.list()].filter((n) => n.metadata.namespace === ns).map((n) => ({ name: n.metadata.name, type: n.spec?.type ?? 'pod' }));

@@ -63,6 +63,17 @@ export class VolumeReconciler {
     const status = { ...(v.status ?? {}) };
     status.usedBy = users;
     if (!status.nodeName) {
+      // A restore waits for its backup to succeed, and fails when it cannot.
+      const from = v.spec.source?.fromBackup?.backup;
+      if (from) {
+        const b = this.caches.backups.get(`${ns}/${from}`);
+        const bad = !b ? `source.fromBackup.backup: Backup ${ns}/${from} not found` : b.status?.phase === 'Failed' ? `source.fromBackup.backup: Backup ${from} failed; only Succeeded backups restore` : undefined;
+        if (bad || b.status?.phase !== 'Succeeded') {
+          const next = { ...status, phase: bad ? 'Failed' : 'Pending', message: bad ?? `waiting for Backup ${from} to succeed` };
+          if (!isDeepStrictEqual(next, v.status)) await this.status(v, next);
+          return bad ? undefined : { requeueAfterMs: 2000 };
+        }
+      }
       const node = v.spec.nodeName ?? this.placeVolume(v);
       if (!node) {
         status.phase = 'Pending';

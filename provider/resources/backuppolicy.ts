@@ -53,10 +53,14 @@ export class BackupPolicy extends CrdResource {
   check(urn: string, olds: Props, news: Props, defaultNamespace: string, randomSeed?: Uint8Array): CheckOutcome {
     const out = super.check(urn, olds, news, defaultNamespace, randomSeed);
     const p = plain(news);
-    const some = (v: unknown): boolean => containsUnknown(v) || (Array.isArray(v) ? v.length > 0 : isObject(v) && Object.keys(v).length > 0);
+    const some = (v: unknown): boolean =>
+      containsUnknown(v) || (Array.isArray(v) ? v.length > 0 : isObject(v) && Object.keys(v).length > 0);
     const selector = p.selector === UNKNOWN ? UNKNOWN : p.selector?.matchLabels;
     if (!some(p.vms) && !some(selector))
-      out.failures.push({ property: 'vms', reason: 'vms: set vms or selector.matchLabels (or both): the policy selects no VirtualMachine' });
+      out.failures.push({
+        property: 'vms',
+        reason: 'vms: set vms or selector.matchLabels (or both): the policy selects no VirtualMachine',
+      });
     return out;
   }
 
@@ -74,7 +78,8 @@ export class BackupPolicy extends CrdResource {
   ready(obj: any): Verdict {
     const c = (obj.status?.conditions ?? []).find((x: any) => x.type === 'Ready');
     if (c?.status === 'True') return { done: true };
-    if (c?.reason === 'InvalidSchedule') return { done: false, failed: `InvalidSchedule: ${c.message ?? 'the schedule is invalid'}` };
+    if (c?.reason === 'InvalidSchedule')
+      return { done: false, failed: `InvalidSchedule: ${c.message ?? 'the schedule is invalid'}` };
     return { done: false };
   }
 }

@@ -68,6 +68,10 @@ export interface GetVirtualMachineResult {
      */
     readonly firmware?: outputs.VirtualMachineFirmware;
     /**
+     * Spare hotplug slots reserved at start (qemu: empty PCIe root ports, which q35 cannot add later): at most this many disks and interfaces can be added to the running VM at once. Default: `4`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
+     */
+    readonly hotplugSlots?: number;
+    /**
      * Network interfaces. Adding or removing one, or changing its network, is applied live. Changing this is applied live to a running VM.
      */
     readonly interfaces?: outputs.VirtualMachineInterface[];

@@ -41,7 +41,7 @@ export class Network extends pulumi.CustomResource {
      */
     declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
     /**
-     * Settings for type bridge. Changing this is applied in place.
+     * Settings for type bridge (a change replaces the Network: the VLAN defines what instances are wired to). Changing this replaces the Network.
      */
     declare public readonly bridge: pulumi.Output<outputs.NetworkBridge | undefined>;
     /**
@@ -118,7 +118,7 @@ export interface NetworkArgs {
      */
     annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
     /**
-     * Settings for type bridge. Changing this is applied in place.
+     * Settings for type bridge (a change replaces the Network: the VLAN defines what instances are wired to). Changing this replaces the Network.
      */
     bridge?: pulumi.Input<inputs.NetworkBridgeArgs>;
     /**

@@ -69,6 +69,10 @@ export class VirtualMachine extends pulumi.CustomResource {
      */
     declare public readonly firmware: pulumi.Output<outputs.VirtualMachineFirmware | undefined>;
     /**
+     * Spare hotplug slots reserved at start (qemu: empty PCIe root ports, which q35 cannot add later): at most this many disks and interfaces can be added to the running VM at once. Default: `4`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
+     */
+    declare public readonly hotplugSlots: pulumi.Output<number | undefined>;
+    /**
      * Network interfaces. Adding or removing one, or changing its network, is applied live. Changing this is applied live to a running VM.
      */
     declare public readonly interfaces: pulumi.Output<outputs.VirtualMachineInterface[] | undefined>;
@@ -156,6 +160,7 @@ export class VirtualMachine extends pulumi.CustomResource {
             resourceInputs["evictionStrategy"] = args ? args.evictionStrategy : undefined;
             resourceInputs["filesystems"] = args ? args.filesystems : undefined;
             resourceInputs["firmware"] = args ? args.firmware : undefined;
+            resourceInputs["hotplugSlots"] = args ? args.hotplugSlots : undefined;
             resourceInputs["interfaces"] = args ? args.interfaces : undefined;
             resourceInputs["ipAddress"] = undefined /*out*/;
             resourceInputs["labels"] = args ? args.labels : undefined;
@@ -182,6 +187,7 @@ export class VirtualMachine extends pulumi.CustomResource {
             resourceInputs["evictionStrategy"] = undefined /*out*/;
             resourceInputs["filesystems"] = undefined /*out*/;
             resourceInputs["firmware"] = undefined /*out*/;
+            resourceInputs["hotplugSlots"] = undefined /*out*/;
             resourceInputs["interfaces"] = undefined /*out*/;
             resourceInputs["ipAddress"] = undefined /*out*/;
             resourceInputs["labels"] = undefined /*out*/;
@@ -241,6 +247,10 @@ export interface VirtualMachineArgs {
      * How the guest boots. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
      */
     firmware?: pulumi.Input<inputs.VirtualMachineFirmwareArgs>;
+    /**
+     * Spare hotplug slots reserved at start (qemu: empty PCIe root ports, which q35 cannot add later): at most this many disks and interfaces can be added to the running VM at once. Default: `4`. Changing this needs a restart: it takes effect at the next start, and the VM follows its updatePolicy (Manual keeps it running with restartRequired; Restart restarts it).
+     */
+    hotplugSlots?: pulumi.Input<number>;
     /**
      * Network interfaces. Adding or removing one, or changing its network, is applied live. Changing this is applied live to a running VM.
      */

@@ -52,12 +52,16 @@ function compare(a: string, fa: string, b: string, fb: string): string {
 
 /** The running instance of the VM (its uid is the backend's). */
 async function instance(notUid?: string): Promise<any> {
-  return eventually(async () => {
-    const vmi = await get(`${api}/virtualmachineinstances/bk`);
-    const uid = vmi?.metadata?.uid;
-    if (!uid || uid === notUid || vmi.status?.phase !== 'Running') return undefined;
-    return backend().status(uid)?.phase === 'Running' ? vmi : undefined;
-  }, 90_000, 'the VM running on QEMU');
+  return eventually(
+    async () => {
+      const vmi = await get(`${api}/virtualmachineinstances/bk`);
+      const uid = vmi?.metadata?.uid;
+      if (!uid || uid === notUid || vmi.status?.phase !== 'Running') return undefined;
+      return backend().status(uid)?.phase === 'Running' ? vmi : undefined;
+    },
+    90_000,
+    'the VM running on QEMU',
+  );
 }
 
 /** Writes through the virtio device's block backend (in 64 MiB pieces) and into the reference. */
@@ -75,7 +79,9 @@ async function write(uid: string, off: number, len: number, pattern: number): Pr
 }
 
 async function flush(uid: string): Promise<void> {
-  expect(await backend().qmp<string>(uid, 'human-monitor-command', { 'command-line': 'qemu-io -d disk-data/virtio-backend "flush"' })).toBe('');
+  expect(
+    await backend().qmp<string>(uid, 'human-monitor-command', { 'command-line': 'qemu-io -d disk-data/virtio-backend "flush"' }),
+  ).toBe('');
 }
 
 /** The live disk at this moment (as tests/integration/hal-backup.test.ts takes it): pause, flush, copy, resume. */
@@ -93,10 +99,14 @@ async function capture(uid: string, disk: string, name: string): Promise<string>
 }
 
 async function finished(plural: string, name: string, timeoutMs = 120_000): Promise<any> {
-  return eventually(async () => {
-    const o = await get(`${api}/${plural}/${name}`);
-    return ['Succeeded', 'Failed'].includes(o.status?.phase) ? o : undefined;
-  }, timeoutMs, `${plural}/${name} to finish`);
+  return eventually(
+    async () => {
+      const o = await get(`${api}/${plural}/${name}`);
+      return ['Succeeded', 'Failed'].includes(o.status?.phase) ? o : undefined;
+    },
+    timeoutMs,
+    `${plural}/${name} to finish`,
+  );
 }
 
 async function backup(name: string, spec: any = {}): Promise<any> {
@@ -115,17 +125,27 @@ beforeAll(async () => {
   fs.writeFileSync(ref, '');
   fs.truncateSync(ref, SIZE);
   rt = await startRuntime({ kubeconfigPath: c.kubeconfigPath, dataDir: c.dataDir, nodes: 1, backend: 'qemu' });
-  await post('volumes', { kind: 'Volume', metadata: { name: 'data' }, spec: { size: '1Gi', format: 'qcow2', source: { blank: {} } } });
+  await post('volumes', {
+    kind: 'Volume',
+    metadata: { name: 'data' },
+    spec: { size: '1Gi', format: 'qcow2', source: { blank: {} } },
+  });
   // No guest: the firmware finds nothing to boot and waits; the disk is written by the test.
   await post('virtualmachines', {
     kind: 'VirtualMachine',
     metadata: { name: 'bk' },
     spec: { runStrategy: 'Always', memory: '64Mi', terminationGracePeriodSeconds: 0, disks: [{ name: 'data', volume: 'data' }] },
   });
-  diskPath = (await eventually(async () => {
-    const v = await get(`${api}/volumes/data`);
-    return v.status?.phase === 'Ready' ? v : undefined;
-  }, 30_000, 'Volume data Ready')).status.path;
+  diskPath = (
+    await eventually(
+      async () => {
+        const v = await get(`${api}/volumes/data`);
+        return v.status?.phase === 'Ready' ? v : undefined;
+      },
+      30_000,
+      'Volume data Ready',
+    )
+  ).status.path;
 }, 120_000);
 
 afterAll(async () => {
@@ -154,10 +174,36 @@ test('a Full and three Incrementals of the running VM, each taken right after kn
 
   const steps: { name: string; writes: [number, number, number][] }[] = [
     // Unaligned and sub-cluster writes too: a point holds whole clusters, content must still match.
-    { name: 'p0', writes: [[0, MiB, 0xab], [10 * MiB, 4 * MiB, 0xcd], [300 * MiB + 4096, 8192, 0x11], [SIZE - MiB, MiB, 0x22]] },
-    { name: 'p1', writes: [[512 * 1024, 64 * 1024, 0x33], [20 * MiB, MiB, 0x44]] },
-    { name: 'p2', writes: [[10 * MiB + 512, 1024, 0x55], [700 * MiB, 2 * MiB, 0x66]] },
-    { name: 'p3', writes: [[0, 4096, 0x77], [20 * MiB, 64 * 1024, 0x00]] },
+    {
+      name: 'p0',
+      writes: [
+        [0, MiB, 0xab],
+        [10 * MiB, 4 * MiB, 0xcd],
+        [300 * MiB + 4096, 8192, 0x11],
+        [SIZE - MiB, MiB, 0x22],
+      ],
+    },
+    {
+      name: 'p1',
+      writes: [
+        [512 * 1024, 64 * 1024, 0x33],
+        [20 * MiB, MiB, 0x44],
+      ],
+    },
+    {
+      name: 'p2',
+      writes: [
+        [10 * MiB + 512, 1024, 0x55],
+        [700 * MiB, 2 * MiB, 0x66],
+      ],
+    },
+    {
+      name: 'p3',
+      writes: [
+        [0, 4096, 0x77],
+        [20 * MiB, 64 * 1024, 0x00],
+      ],
+    },
   ];
   const done: any[] = [];
   for (const [i, step] of steps.entries()) {
@@ -192,11 +238,15 @@ test('kill -9 of QEMU during a backup: the Backup is Failed with no point; the n
   await flush(uid);
   await post('backups', { kind: 'Backup', metadata: { name: 'doomed' }, spec: { vm: 'bk' } });
   // Kill while QEMU's backup job is copying (neither before it started nor after it ended).
-  const job = await eventually(async () => {
-    const jobs = await backend().qmp<any[]>(uid, 'query-jobs');
-    const j = jobs.find((x) => x.type === 'backup' && x.status === 'running' && x['current-progress'] > 0);
-    return j && j['current-progress'] < j['total-progress'] ? j : undefined;
-  }, 60_000, 'the backup job to copy');
+  const job = await eventually(
+    async () => {
+      const jobs = await backend().qmp<any[]>(uid, 'query-jobs');
+      const j = jobs.find((x) => x.type === 'backup' && x.status === 'running' && x['current-progress'] > 0);
+      return j && j['current-progress'] < j['total-progress'] ? j : undefined;
+    },
+    60_000,
+    'the backup job to copy',
+  );
   expect(job['total-progress']).toBeGreaterThanOrEqual(512 * MiB);
   const running = await get(`${api}/backups/doomed`);
   expect(running.status).toMatchObject({ phase: 'Running', type: 'Incremental' });
@@ -210,7 +260,9 @@ test('kill -9 of QEMU during a backup: the Backup is Failed with no point; the n
   expect(fs.readdirSync(dir).filter((f) => f.startsWith('doomed.'))).toEqual([]);
   // A Failed backup does not restore.
   await post('restores', { kind: 'Restore', metadata: { name: 'r-doomed' }, spec: { backup: 'doomed', volume: 'never' } });
-  expect((await finished('restores', 'r-doomed')).status.message).toContain('Backup doomed failed; only Succeeded backups restore');
+  expect((await finished('restores', 'r-doomed')).status.message).toContain(
+    'Backup doomed failed; only Succeeded backups restore',
+  );
 
   // runStrategy Always starts a new QEMU; the writes made before the kill are on the disk.
   const next = await instance(uid);
@@ -243,8 +295,16 @@ test('in place onto the stopped VM: the disk goes back to a point; the next (off
   expect((await finished('restores', 'inplace-running')).status.message).toMatch(/VirtualMachine bk is running .*stop it first/);
 
   expect((await merge(`${api}/virtualmachines/bk`, { spec: { runStrategy: 'Halted' } })).status).toBe(200);
-  await eventually(async () => ((await get(`${api}/virtualmachines/bk`)).status?.printableStatus === 'Stopped' ? true : undefined), 60_000, 'bk Stopped');
-  await eventually(async () => ((await c.request('GET', `${api}/virtualmachineinstances/bk`)).status === 404 ? true : undefined), 30_000, 'instance removed');
+  await eventually(
+    async () => ((await get(`${api}/virtualmachines/bk`)).status?.printableStatus === 'Stopped' ? true : undefined),
+    60_000,
+    'bk Stopped',
+  );
+  await eventually(
+    async () => ((await c.request('GET', `${api}/virtualmachineinstances/bk`)).status === 404 ? true : undefined),
+    30_000,
+    'instance removed',
+  );
   expect(compare(captures.p5, 'raw', diskPath, 'qcow2')).toBe('Images are identical.');
 
   await post('restores', { kind: 'Restore', metadata: { name: 'inplace' }, spec: { backup: 'p1', inPlace: true } });

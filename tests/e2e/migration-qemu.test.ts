@@ -73,10 +73,15 @@ async function consoleOf(name: string, node?: string): Promise<ConsoleVm> {
 
 const counts = (text: string) => [...text.matchAll(/COUNT=(\d+)\r?\n/g)].map((m) => Number(m[1]));
 
-// A static address on the bridge (no DHCP there), the boot id, then a count every half second.
+// The data disk, found by its serial (the disk name).
+const DATA_DEV = 'dev=; for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = data ] && dev=/dev/${d##*/}; done';
+
+// A static address on the bridge (no DHCP there), what the data disk holds, the boot id, then a count every half second.
 const moverUserData = `#!/bin/sh
 ip addr add ${GUEST_IP}/24 dev eth0
 ip link set eth0 up
+${DATA_DEV}
+echo "DISK-HOLDS=$(dd if=$dev bs=36 count=1 2>/dev/null | tr -dc 0-9a-f-)."
 echo "BOOT-ID=$(cat /proc/sys/kernel/random/boot_id)"
 ( i=0; while :; do i=$((i+1)); echo "COUNT=$i"; sleep 0.5; done ) &
 `;
@@ -199,7 +204,12 @@ beforeAll(async () => {
     ip('-n', peer.ns, 'link', 'set', 'p0', 'up');
   }
   // Both guests boot at once: mover (on net-a) and pinned (a host directory share, held on node-1).
-  await post('virtualmachines', { kind: 'VirtualMachine', metadata: { name: 'mover' }, spec: vmSpec({ interfaces: [{ name: 'eth0', network: 'net-a' }], cloudInit: { userData: moverUserData } }) });
+  await post('volumes', { kind: 'Volume', metadata: { name: 'mover-data' }, spec: { size: '16Mi', format: 'qcow2', source: { blank: {} } } });
+  await post('virtualmachines', {
+    kind: 'VirtualMachine',
+    metadata: { name: 'mover' },
+    spec: vmSpec({ disks: [{ name: 'data', volume: 'mover-data' }], interfaces: [{ name: 'eth0', network: 'net-a' }], cloudInit: { userData: moverUserData } }),
+  });
   await post('virtualmachines', {
     kind: 'VirtualMachine',
     metadata: { name: 'pinned' },
@@ -306,23 +316,58 @@ describe('live migration between the two node agents', () => {
     const out = await runOnConsole(() => con, 'echo "BOOT-$((1+1))=$(cat /proc/sys/kernel/random/boot_id)"', { waitForShell: false });
     expect(/BOOT-2=(\S+)/.exec(out)?.[1]).toBe(bootId);
     expect(fs.existsSync(path.join(nodeRunDir(from), uid))).toBe(false);
+    // The guest writes its boot id to the data disk (shared storage: the same file on every node); the next boot reads it.
+    const w = await runOnConsole(() => con, `${DATA_DEV}; cat /proc/sys/kernel/random/boot_id | dd of=$dev bs=36 count=1 conv=notrunc,fsync 2>/dev/null; echo "WROTE-$((1+1))=$?"`, { waitForShell: false });
+    expect(w).toMatch(/WROTE-2=0/);
   }, 120_000);
+
+  test('deleting a running Migration cancels it: the guest counts on where it was, the target node keeps nothing', async () => {
+    const vm = await get(`${api}/virtualmachines/mover`);
+    const from: string = vm.status.node;
+    const watch = await openWatch(c, `${api}/migrations?watch=true`);
+    try {
+      // 1 MiB/s: slow enough to be caught in the act.
+      await post('migrations', { kind: 'Migration', metadata: { name: 'mig-cancel' }, spec: { vm: 'mover', bandwidthMiBps: 1 } });
+      const [run] = await watch.waitFor((e) => e.object?.metadata?.name === 'mig-cancel' && e.object.status?.phase === 'Running', 1, 60_000);
+      const to: string = run.object.status.targetNode;
+      expect((await c.request('DELETE', `${api}/migrations/mig-cancel`)).status).toBe(200);
+      const [del] = await watch.waitFor((e) => e.type === 'DELETED' && e.object?.metadata?.name === 'mig-cancel', 1, 60_000);
+      expect(del.object.status).toMatchObject({ phase: 'Failed', reason: 'Cancelled', message: `cancelled; the VM keeps running on ${from}` });
+      const v = await get(`${api}/virtualmachines/mover`);
+      expect(v.status).toMatchObject({ node: from, instanceUID: uid, printableStatus: 'Running' });
+      const vmi = await get(`${api}/virtualmachineinstances/mover`);
+      expect(vmi.status.migrationState).toMatchObject({ migration: 'mig-cancel', sourceNode: from, targetNode: to, failed: true });
+      const con = await consoleOf('mover', from);
+      const n = counts(consoleText(con)).at(-1)!;
+      await waitConsole(() => con, new RegExp(`COUNT=${n + 2}\\r?\\n`), 20_000);
+      await eventually(async () => !fs.existsSync(path.join(nodeRunDir(to), uid)), 20_000, `no run directory of the instance left on ${to}`);
+    } finally {
+      watch.close();
+    }
+  }, 120_000);
+
+  test('blockMigration between nodes that share storage is refused (the disks would be copied onto themselves)', async () => {
+    const { m } = await migrate('mig-block', { vm: 'mover', blockMigration: true });
+    expect(m.status).toMatchObject({ phase: 'Failed', reason: 'Unschedulable' });
+    expect(m.status.message).toMatch(/^spec\.blockMigration: every other node shares storage with node-\d \(storage domain embedded-[0-9a-f]+\).*migrate without blockMigration$/);
+    expect((await get(`${api}/virtualmachines/mover`)).status).toMatchObject({ printableStatus: 'Running', instanceUID: uid });
+  }, 60_000);
 
   test('stop and start work after the migrations: the agent of the node it ended on owns it', async () => {
     const vmi = await get(`${api}/virtualmachineinstances/mover`);
-    const node = vmi.status.nodeName;
     await merge(`${api}/virtualmachines/mover`, { spec: { runStrategy: 'Halted' } });
     await eventually(async () => (await get(`${api}/virtualmachines/mover`)).status?.printableStatus === 'Stopped', 60_000, 'mover Stopped');
     await eventually(async () => (await c.request('GET', `${api}/virtualmachineinstances/mover`)).status === 404, 30_000, 'instance removed');
     expect(alive(vmi.status.pid)).toBe(false);
     for (const n of ['node-0', 'node-1']) expect(fs.existsSync(path.join(nodeRunDir(n), uid))).toBe(false);
-    expect(node).toBeDefined();
 
     await merge(`${api}/virtualmachines/mover`, { spec: { runStrategy: 'Always' } });
     const next = await running('mover', uid);
     const con = await consoleOf('mover', next.status.node);
     const boot = (await waitConsole(() => con, /BOOT-ID=(\S+)\r?\n/, BOOT_MS))[1];
     expect(boot).not.toBe(bootId); // a new boot, as a restart should be
+    // What the guest wrote after two migrations is on the disk.
+    expect((await waitConsole(() => con, /DISK-HOLDS=(\S*)\./, 10_000))[1]).toBe(bootId);
     await waitConsole(() => con, /COUNT=1\r?\n/, 30_000);
   }, 180_000);
 });
@@ -365,13 +410,17 @@ describe('hotplug through the API', () => {
     const vm = await running('mover');
     const con = await consoleOf('mover', vm.status.node);
     const before = await devices(con);
+    expect(before.disks).toContain('data');
     expect(before.disks).not.toContain('hp');
     expect(Object.keys(before.nics)).toEqual(['eth0']);
     const from = consoleText(con).length;
 
     await merge(`${api}/virtualmachines/mover`, {
       spec: {
-        disks: [{ name: 'hp', volume: 'hp' }],
+        disks: [
+          { name: 'data', volume: 'mover-data' },
+          { name: 'hp', volume: 'hp' },
+        ],
         interfaces: [
           { name: 'eth0', network: 'net-b' },
           { name: 'eth1', network: 'net-a' },
@@ -386,12 +435,12 @@ describe('hotplug through the API', () => {
     const mac = vmi.status.interfaces.find((i: any) => i.name === 'eth1').macAddress;
     // The guest's hotplug watcher reports both (the NIC after its DHCP attempt: there is no server on the bridge).
     await waitConsole(() => con, new RegExp(`KUBEVM-GUEST-NIC mac=${mac}`), 60_000, from);
-    await waitConsole(() => con, /KUBEVM-GUEST-DISKS vd[a-z](,vd[a-z])+/, 30_000, from);
+    await waitConsole(() => con, /KUBEVM-GUEST-DISKS vd[a-z],vd[a-z],vd[a-z]/, 30_000, from); // seed, data, hp
     const plugged = await devices(con);
     expect(plugged.disks).toEqual([...before.disks, 'hp'].sort());
     expect(plugged.nics).toEqual({ ...before.nics, eth1: mac });
 
-    await merge(`${api}/virtualmachines/mover`, { spec: { disks: null, interfaces: [{ name: 'eth0', network: 'net-b' }] } });
+    await merge(`${api}/virtualmachines/mover`, { spec: { disks: [{ name: 'data', volume: 'mover-data' }], interfaces: [{ name: 'eth0', network: 'net-b' }] } });
     const gone = await eventually(async () => {
       const x = await get(`${api}/virtualmachineinstances/mover`);
       return x.status?.attached && !x.status.attached.disks?.length && !x.status.attached.interfaces?.length && x.status.interfaces?.length === 1 ? x : undefined;

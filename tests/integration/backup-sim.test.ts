@@ -274,3 +274,25 @@ test('a backup waits for a live migration of its VM, then runs online on the nod
   expect(Date.parse(b2.status.startTime)).toBeGreaterThanOrEqual(Date.parse(m.status.endTime) - 1000);
   expect(fs.existsSync(b2.status.disks[0].manifest)).toBe(true);
 });
+
+test('a Volume restored from a backup waits for the backup to succeed, and fails naming the field when it cannot', async () => {
+  await post('volumes', { kind: 'Volume', metadata: { name: 'from-ghost' }, spec: { source: { fromBackup: { backup: 'no-such-backup' } } } });
+  const ghost = await eventually(async () => {
+    const v = await get(`${api}/volumes/from-ghost`);
+    return v.status?.phase === 'Failed' ? v : undefined;
+  }, 10_000, 'from-ghost Failed');
+  expect(ghost.status.message).toBe('source.fromBackup.backup: Backup default/no-such-backup not found');
+
+  await post('backups', { kind: 'Backup', metadata: { name: 'gamma-slow' }, spec: { vm: 'gamma', type: 'Full' } });
+  await post('volumes', { kind: 'Volume', metadata: { name: 'from-slow' }, spec: { source: { fromBackup: { backup: 'gamma-slow' } } } });
+  const waiting = await eventually(async () => {
+    const v = await get(`${api}/volumes/from-slow`);
+    return v.status?.message === 'waiting for Backup gamma-slow to succeed' ? v : undefined;
+  }, 10_000, 'from-slow waits');
+  expect(waiting.status.phase).toBe('Pending');
+  const ready = await eventually(async () => {
+    const v = await get(`${api}/volumes/from-slow`);
+    return v.status?.phase === 'Ready' ? v : undefined;
+  }, 20_000, 'from-slow Ready');
+  expect(ready.status.nodeName).toBe((await get(`${api}/backups/gamma-slow`)).status.node);
+});

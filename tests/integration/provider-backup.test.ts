@@ -45,7 +45,11 @@ async function vm(name: string): Promise<void> {
     metadata: { name, labels: { backup: 'nightly' } },
     spec: { backend: 'sim', memory: '64Mi', disks: [{ name: 'root', volume: `${name}-root` }] },
   });
-  await eventually(async () => ((await get(`${api}/virtualmachines/${name}`)).status?.ready ? true : undefined), 20_000, `${name} running`);
+  await eventually(
+    async () => ((await get(`${api}/virtualmachines/${name}`)).status?.ready ? true : undefined),
+    20_000,
+    `${name} running`,
+  );
 }
 
 /** Check → Create, as the engine does. */
@@ -78,14 +82,21 @@ afterAll(async () => {
 });
 
 describe('BackupPolicy', () => {
-  test('Check refuses bad input naming the field and the rule (cron and time zone checked by the controller\'s own parser)', async () => {
-    const bad = async (news: any) => (await p.check(BP, 'bad', { name: 'bad', vms: ['db'], schedule: '@daily', ...news })).failures;
-    expect(await bad({ schedule: '0 25 * * *' })).toEqual([{ property: 'schedule', reason: 'schedule: field "hour" value 25 is out of range 0-23' }]);
-    expect(await bad({ schedule: '@reboot' })).toEqual([expect.objectContaining({ property: 'schedule', reason: expect.stringContaining('"@reboot" is not supported') })]);
+  test("Check refuses bad input naming the field and the rule (cron and time zone checked by the controller's own parser)", async () => {
+    const bad = async (news: any) =>
+      (await p.check(BP, 'bad', { name: 'bad', vms: ['db'], schedule: '@daily', ...news })).failures;
+    expect(await bad({ schedule: '0 25 * * *' })).toEqual([
+      { property: 'schedule', reason: 'schedule: field "hour" value 25 is out of range 0-23' },
+    ]);
+    expect(await bad({ schedule: '@reboot' })).toEqual([
+      expect.objectContaining({ property: 'schedule', reason: expect.stringContaining('"@reboot" is not supported') }),
+    ]);
     expect(await bad({ timeZone: '+01:00' })).toEqual([
       { property: 'timeZone', reason: expect.stringContaining('timeZone: "+01:00" is not an IANA time zone name') },
     ]);
-    expect(await bad({ retention: { keepLast: 0 } })).toEqual([{ property: 'retention.keepLast', reason: 'retention.keepLast: value 0 must be >= 1' }]);
+    expect(await bad({ retention: { keepLast: 0 } })).toEqual([
+      { property: 'retention.keepLast', reason: 'retention.keepLast: value 0 must be >= 1' },
+    ]);
     expect(await bad({ full: { interval: 'weekly' } })).toEqual([expect.objectContaining({ property: 'full.interval' })]);
     expect(await bad({ target: { path: 'relative/dir' } })).toEqual([expect.objectContaining({ property: 'target.path' })]);
     expect(await bad({ vms: undefined })).toEqual([
@@ -100,7 +111,13 @@ describe('BackupPolicy', () => {
   });
 
   test('lifecycle: Check, Create (preview), Create waits for Ready, Diff by update class, Update (preview), Update, Read, Delete', async () => {
-    const news = { name: 'nightly', selector: { matchLabels: { backup: 'nightly' } }, schedule: '30 2 * * *', timeZone: 'Europe/Berlin', retention: { keepLast: 7, daily: 7 } };
+    const news = {
+      name: 'nightly',
+      selector: { matchLabels: { backup: 'nightly' } },
+      schedule: '30 2 * * *',
+      timeZone: 'Europe/Berlin',
+      retention: { keepLast: 7, daily: 7 },
+    };
     const { inputs, failures } = await p.check(BP, 'nightly', news);
     expect(failures).toEqual([]);
     expect(inputs).toMatchObject({ name: 'nightly', namespace: 'default', schedule: '30 2 * * *' });
@@ -125,7 +142,12 @@ describe('BackupPolicy', () => {
     expect(Object.keys(live.detailed).sort()).toEqual(['paused', 'schedule']);
     expect(Object.values(live.detailed).every((k) => !k.endsWith('_REPLACE'))).toBe(true);
     const replace = await p.diff(BP, 'nightly', made.props, { ...inputs, target: { path: '/srv/backups' } }, made.id);
-    expect(replace).toMatchObject({ changes: DIFF_SOME, replaces: ['target'], deleteBeforeReplace: true, detailed: { target: 'ADD_REPLACE' } });
+    expect(replace).toMatchObject({
+      changes: DIFF_SOME,
+      replaces: ['target'],
+      deleteBeforeReplace: true,
+      detailed: { target: 'ADD_REPLACE' },
+    });
 
     const changed: any = { ...inputs, schedule: '0 3 * * *', vms: ['db'] };
     delete changed.selector;
@@ -156,8 +178,12 @@ describe('BackupPolicy', () => {
 
   test('an invalid schedule reported by the controller fails the create at once with its message', async () => {
     // Check would refuse it; sent anyway (e.g. by an older provider), the wait does not run into its timeout.
-    const err = await errorOf(p.create(BP, 'broken', { name: 'broken', namespace: 'default', vms: ['db'], schedule: '0 0 30 2 *' }, { timeout: 600 }));
-    expect(err.message).toContain('BackupPolicy default/broken to be ready failed: InvalidSchedule: spec.schedule: field "day-of-month" value 30 never occurs in month FEB');
+    const err = await errorOf(
+      p.create(BP, 'broken', { name: 'broken', namespace: 'default', vms: ['db'], schedule: '0 0 30 2 *' }, { timeout: 600 }),
+    );
+    expect(err.message).toContain(
+      'BackupPolicy default/broken to be ready failed: InvalidSchedule: spec.schedule: field "day-of-month" value 30 never occurs in month FEB',
+    );
     expect(err.message).not.toContain('timed out');
     await p.del(BP, 'broken', 'default/broken', {});
   });
@@ -167,10 +193,14 @@ describe('BackupPolicy', () => {
     const made = await up(BP, 'minutely', { name: 'minutely', vms: ['db'], schedule: '* * * * *', full: { every: 2 } }, 120);
     const first = made.props.nextScheduleTime;
     expect(Date.parse(first) % 60_000).toBe(0);
-    const run1 = await eventually(async () => {
-      const list = (await p.invoke(LIST, { vm: 'db' })).value.backups;
-      return list.length === 1 && list[0].phase === 'Succeeded' ? list[0] : undefined;
-    }, 90_000, 'the first scheduled run');
+    const run1 = await eventually(
+      async () => {
+        const list = (await p.invoke(LIST, { vm: 'db' })).value.backups;
+        return list.length === 1 && list[0].phase === 'Succeeded' ? list[0] : undefined;
+      },
+      90_000,
+      'the first scheduled run',
+    );
     expect(run1.name).toBe(`minutely-db-${first.replace(/[-:]/g, '').replace('T', '-').slice(0, 15).toLowerCase()}`);
     expect(Date.parse(run1.startTime)).toBeGreaterThanOrEqual(Date.parse(first));
     expect(run1).toMatchObject({ policy: 'minutely', type: 'Full', phase: 'Succeeded' });
@@ -182,10 +212,14 @@ describe('BackupPolicy', () => {
       const next = Date.parse((await get(`${api}/backuppolicies/minutely`)).status.nextScheduleTime);
       offset = Math.max(offset, next + 1000 - Date.now());
       await merge(`${api}/backuppolicies/minutely`, { metadata: { annotations: { 'test/tick': String(i) } } });
-      await eventually(async () => {
-        const list = (await p.invoke(LIST, { vm: 'db' })).value.backups;
-        return list.length === i && list.every((b: any) => b.phase === 'Succeeded') ? true : undefined;
-      }, 20_000, `run ${i}`);
+      await eventually(
+        async () => {
+          const list = (await p.invoke(LIST, { vm: 'db' })).value.backups;
+          return list.length === i && list.every((b: any) => b.phase === 'Succeeded') ? true : undefined;
+        },
+        20_000,
+        `run ${i}`,
+      );
     }
     const { value, failures } = await p.invoke(LIST, { vm: 'db' });
     expect(failures).toEqual([]);
@@ -198,19 +232,28 @@ describe('BackupPolicy', () => {
       ['Full', 'Succeeded'],
     ]);
     for (const b of backups) {
-      expect(b.disks).toEqual([{ name: 'root', checksum: expect.stringMatching(/^chunked-sha256:[0-9a-f]{64}$/), size: expect.any(Number) }]);
+      expect(b.disks).toEqual([
+        { name: 'root', checksum: expect.stringMatching(/^chunked-sha256:[0-9a-f]{64}$/), size: expect.any(Number) },
+      ]);
       expect(Date.parse(b.completionTime)).toBeGreaterThanOrEqual(Date.parse(b.startTime));
     }
     const names = backups.map((b: any) => b.name);
     expect([...names].sort()).toEqual(names); // named after their scheduled minutes, in order
 
     // Read reports the schedule's status as outputs (the tick annotation others added is not drift).
-    const read = (await eventually(async () => {
-      const r = await p.read(BP, 'minutely', made.id, made.props, made.inputs);
-      return r.props.chains?.[0]?.points === 4 && r.props.lastResult ? r : undefined;
-    }, 10_000, 'the policy status'))!;
+    const read = (await eventually(
+      async () => {
+        const r = await p.read(BP, 'minutely', made.id, made.props, made.inputs);
+        return r.props.chains?.[0]?.points === 4 && r.props.lastResult ? r : undefined;
+      },
+      10_000,
+      'the policy status',
+    ))!;
     expect(read.inputs).toEqual(made.inputs);
-    expect(read.props).toMatchObject({ lastResult: 'Succeeded', chains: [{ vm: 'db', points: 4, fulls: 2, lastPoint: names[3] }] });
+    expect(read.props).toMatchObject({
+      lastResult: 'Succeeded',
+      chains: [{ vm: 'db', points: 4, fulls: 2, lastPoint: names[3] }],
+    });
     expect(Date.parse(read.props.nextScheduleTime)).toBeGreaterThan(Date.parse(read.props.lastScheduleTime));
 
     // Other VMs and namespaces have their own lists; bad arguments are failures.
@@ -218,7 +261,10 @@ describe('BackupPolicy', () => {
     expect((await p.invoke(LIST, { vm: 'db', namespace: 'elsewhere' })).value).toEqual({ backups: [] });
     expect((await p.invoke(LIST, {})).failures).toEqual([{ property: 'vm', reason: 'vm: required' }]);
     expect((await p.invoke(LIST, { vm: 'DB' })).failures).toEqual([
-      { property: 'vm', reason: 'vm: value "DB" must be a DNS label (lower-case letters, digits and \'-\', at most 63 characters)' },
+      {
+        property: 'vm',
+        reason: 'vm: value "DB" must be a DNS label (lower-case letters, digits and \'-\', at most 63 characters)',
+      },
     ]);
 
     // Deleting the policy keeps its backups.
@@ -232,7 +278,10 @@ describe('Volume source.fromBackup', () => {
   test('Check accepts it without a size and refuses two sources; Create waits until the point is restored and verified', async () => {
     const [first] = (await p.invoke(LIST, { vm: 'db' })).value.backups;
     expect((await p.check(VOL, 'copy', { name: 'copy', source: { fromBackup: { backup: first.name } } })).failures).toEqual([]);
-    expect((await p.check(VOL, 'copy', { name: 'copy', size: '16Mi', source: { blank: {}, fromBackup: { backup: first.name } } })).failures).toEqual([
+    expect(
+      (await p.check(VOL, 'copy', { name: 'copy', size: '16Mi', source: { blank: {}, fromBackup: { backup: first.name } } }))
+        .failures,
+    ).toEqual([
       { property: 'source', reason: 'source: set exactly one of blank, image, clone, fromBackup (got blank, fromBackup)' },
     ]);
     expect((await p.check(VOL, 'copy', { name: 'copy', source: { fromBackup: { disk: 'root' } } })).failures).toEqual([
@@ -245,7 +294,13 @@ describe('Volume source.fromBackup', () => {
     expect(v.status.phase).toBe('Ready');
     expect(v.spec.source.fromBackup).toEqual({ backup: first.name, disk: 'root' });
     // Another point is another Volume: a replacement.
-    const d = await p.diff(VOL, 'copy', made.props, { ...made.inputs, source: { fromBackup: { backup: 'other', disk: 'root' } } }, made.id);
+    const d = await p.diff(
+      VOL,
+      'copy',
+      made.props,
+      { ...made.inputs, source: { fromBackup: { backup: 'other', disk: 'root' } } },
+      made.id,
+    );
     expect(d).toMatchObject({ changes: DIFF_SOME, replaces: ['source'], deleteBeforeReplace: true });
     const read = await p.read(VOL, 'copy', made.id, made.props, made.inputs);
     expect(read.inputs).toEqual(made.inputs);
@@ -295,10 +350,14 @@ export const backups = kubevm.listBackupsOutput({ vm: 'web' }).backups.apply((bs
     // The next scheduled time comes (the controller's clock is moved there): a Full backup of web.
     rt.controller.policies.now = () => Date.parse(String(r.outputs.next)) + 1000;
     await merge(`${api}/backuppolicies/${name}`, { metadata: { annotations: { 'test/tick': 'engine' } } });
-    const made = await eventually(async () => {
-      const items = (await get(`${api}/backups?labelSelector=kubevm.dev/backup-policy%3D${name}`)).items;
-      return items.length === 1 && items[0].status?.phase === 'Succeeded' ? items[0] : undefined;
-    }, 20_000, 'the scheduled run');
+    const made = await eventually(
+      async () => {
+        const items = (await get(`${api}/backups?labelSelector=kubevm.dev/backup-policy%3D${name}`)).items;
+        return items.length === 1 && items[0].status?.phase === 'Succeeded' ? items[0] : undefined;
+      },
+      20_000,
+      'the scheduled run',
+    );
     rt.controller.policies.now = () => Date.now();
 
     const again = await runEngine('up', opts);

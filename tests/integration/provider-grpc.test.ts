@@ -346,6 +346,7 @@ test('Diff classifies each VirtualMachine field as live, restart or replace', as
     ['remove a disk', { disks: [] }, { 'disks[0]': 'DELETE' }, 'live'],
     ['add an interface', { interfaces: [...base.interfaces, { name: 'eth1', network: 'other' }] }, { 'interfaces[1]': 'ADD' }, 'live'],
     ['retarget an interface', { interfaces: [{ name: 'eth0', network: 'other' }] }, { 'interfaces[0].network': 'UPDATE' }, 'live'],
+    ['port forwards of an interface', { interfaces: [{ name: 'eth0', network: 'net', ports: [{ port: 8080 }] }] }, { 'interfaces[0].ports': 'ADD' }, 'live'],
     ['add a filesystem', { filesystems: [{ name: 'share', containerPath: { path: '/srv' } }] }, { filesystems: 'ADD' }, 'live'],
     ['labels', { labels: { a: 'b' } }, { labels: 'ADD' }, 'live'],
     ['memory', { memory: '128Mi' }, { memory: 'UPDATE' }, 'restart'],
@@ -356,9 +357,10 @@ test('Diff classifies each VirtualMachine field as live, restart or replace', as
     ['firmware', { firmware: { bootloader: 'efi' } }, { firmware: 'ADD' }, 'restart'],
     ['cloudInit', { cloudInit: secret({ userData: 'x' }) }, { cloudInit: 'ADD' }, 'restart'],
     ['nodeSelector', { nodeSelector: { zone: 'a' } }, { nodeSelector: 'ADD' }, 'restart'],
+    ['hotplugSlots', { hotplugSlots: 8 }, { hotplugSlots: 'UPDATE' }, 'restart'], // UPDATE: the default 4 counts as set
     ['name', { name: 'tbl2' }, { name: 'UPDATE_REPLACE' }, 'replace'],
     ['namespace', { namespace: 'other' }, { namespace: 'UPDATE_REPLACE' }, 'replace'],
-    ['a default spelled out', { machine: 'q35', runStrategy: 'Always', disks: [{ name: 'root', volume: 'root-tbl', bus: 'virtio' }] }, {}, 'none'],
+    ['a default spelled out', { machine: 'q35', runStrategy: 'Always', hotplugSlots: 4, disks: [{ name: 'root', volume: 'root-tbl', bus: 'virtio' }] }, {}, 'none'],
     ['an unknown value (preview)', { memory: UNKNOWN }, { memory: 'UPDATE' }, 'restart'],
   ];
   for (const [what, change, detailed, cls] of rows) {

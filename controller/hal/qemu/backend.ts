@@ -50,6 +50,7 @@ import type {
 import type { NicPlumbing } from './layout';
 import * as migration from './migration';
 import * as retarget from './retarget';
+import { checkPassts, onStreamDisconnected, syncNicStatus, type PasstRestartPolicy } from './supervise';
 import type {
   BackupRequest,
   BackupResult,
@@ -94,6 +95,12 @@ export interface QemuBackendOptions {
    * and its port forwards live inside the namespace. Needs root and iproute2.
    */
   netns?: string;
+  /**
+   * pod NICs: how a passt that ended while its VM runs is restarted (back-off and
+   * bound; qemu/supervise.ts). Default: at once, then 1 s, 2 s, 4 s …, giving up
+   * after 5 restarts within 10 minutes.
+   */
+  passtRestart?: PasstRestartPolicy;
   /** Host probe overrides (tests). */
   host?: Partial<HostInfo>;
 }
@@ -129,6 +136,8 @@ export interface QemuInternals {
   emit(vm: Vm, change: string): void;
   setPhase(vm: Vm, phase: VmStatus['phase'], reason: string | undefined, change: string): void;
   unplug(vm: Vm, id: string, timeoutMs?: number): Promise<void>;
+  /** A NIC's backend changed (re-target, new passt): refresh its interface status. */
+  nicChanged(vm: Vm, name: string): void;
 }
 
 const DEFAULT_HOTPLUG_PORTS = 4;
@@ -288,8 +297,12 @@ export class QemuBackend implements Backend {
     vm.status.consoleSocket = l.consoleSocket;
     if (incoming?.guest) {
       // The target's console starts empty: what the guest reported on the source carries over.
+      // An address passt leased there is the one the guest holds (until it renews its lease here).
       vm.status.guestHostname = incoming.guest.hostname;
-      for (const i of vm.status.interfaces) i.ip = incoming.guest.interfaces.find((x) => x.mac === i.mac)?.ip;
+      for (const i of vm.status.interfaces) {
+        i.ip = incoming.guest.interfaces.find((x) => x.mac === i.mac)?.ip;
+        if (i.ip) i.ipSource = 'guest';
+      }
     }
     this.emit(vm, 'created');
 
@@ -303,6 +316,7 @@ export class QemuBackend implements Backend {
       if (this.fsDriver === 'virtiofs')
         for (const f of spec.filesystems) state.sidecars.push(await startVirtiofsd(this.host, l, f));
       writeState(l, state);
+      for (const n of spec.nics) syncNicStatus(vm, n.name); // pod NICs: passt's lease
 
       const p = spawnDetached(cmd.argv, { logPath: l.qemuLog, cwd: l.dir });
       // -pidfile's argument is verbatim in argv (no keyval escaping): a reliable marker.
@@ -442,6 +456,7 @@ export class QemuBackend implements Backend {
       emit: (vm, change) => this.emit(vm, change),
       setPhase: (vm, phase, reason, change) => this.setPhase(vm, phase, reason, change),
       unplug: (vm, id, timeoutMs) => this.unplug(vm, id, timeoutMs),
+      nicChanged: (vm, name) => syncNicStatus(vm, name),
     };
   }
 
@@ -528,6 +543,8 @@ export class QemuBackend implements Backend {
     vm.state.macs[nic.name] = mac;
     vm.state.spec.nics.push(nic);
     vm.status.interfaces.push({ name: nic.name, mac });
+    delete vm.state.passtSupervision?.[nic.name]; // a NIC of an earlier name starts afresh
+    syncNicStatus(vm, nic.name);
     writeState(l, vm.state);
     this.emit(vm, 'nic-attached');
   }
@@ -544,6 +561,7 @@ export class QemuBackend implements Backend {
     vm.state.sidecars = vm.state.sidecars.filter((s) => !(s.kind === 'passt' && s.key === name));
     if (vm.state.taps[name]) await deleteTap(this.host, vm.state.taps[name], vm.state.netns);
     delete vm.state.taps[name];
+    delete vm.state.passtSupervision?.[name];
     vm.state.spec.nics = vm.state.spec.nics.filter((n) => n.name !== name);
     vm.status.interfaces = vm.status.interfaces.filter((i) => i.name !== name);
     writeState(vm.layout, vm.state);
@@ -705,6 +723,9 @@ export class QemuBackend implements Backend {
     });
     await this.attachQmp(vm, qmp);
     this.followConsole(vm);
+    for (const n of state.spec.nics) syncNicStatus(vm, n.name);
+    // Supervision goes on: a passt that ended while no agent listened is restarted now.
+    if (!state.stopRequested && !state.incoming) checkPassts(this.internals(), vm, this.opts.passtRestart);
     if (state.stopRequested)
       this.setPhase(vm, 'Stopping', state.stopRequested === 'kill' ? 'ForceStopping' : 'Stopping', 'adopted');
     else this.emit(vm, 'adopted');
@@ -783,7 +804,11 @@ export class QemuBackend implements Backend {
           writeStateQuietly(vm);
         }
         vm.status.guestHostname = ready.hostname;
-        for (const i of vm.status.interfaces) i.ip = ready.ips[i.mac] ?? i.ip;
+        for (const i of vm.status.interfaces) {
+          if (!ready.ips[i.mac]) continue;
+          i.ip = ready.ips[i.mac];
+          i.ipSource = 'guest';
+        }
         this.emit(vm, 'guest-ready');
         return;
       }
@@ -792,6 +817,7 @@ export class QemuBackend implements Backend {
         const i = vm.status.interfaces.find((x) => x.mac === nic.mac);
         if (i) {
           i.ip = nic.ip;
+          i.ipSource = 'guest';
           this.emit(vm, 'guest-nic');
         }
       }
@@ -815,9 +841,8 @@ export class QemuBackend implements Backend {
         if (vm.status.phase === 'Paused') this.setPhase(vm, 'Running', undefined, 'qmp:RESUME');
         break;
       case 'NETDEV_STREAM_DISCONNECTED':
-        // passt went away: the NIC is dead until the VM restarts (7.2 cannot reconnect a stream netdev).
-        vm.status.message = `network backend of ${String(e.data?.['netdev-id'] ?? '?').replace(/^net-/, 'NIC ')} disconnected`;
-        this.emit(vm, 'qmp:NETDEV_STREAM_DISCONNECTED');
+        // A passt went away; 7.2 cannot reconnect a stream netdev, so a new passt is plugged in (supervise.ts).
+        onStreamDisconnected(this.internals(), vm, String(e.data?.['netdev-id'] ?? ''), this.opts.passtRestart);
         break;
     }
   }

@@ -23,7 +23,7 @@ import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { missingCapabilities } from '../capabilities';
 import { ipArgv, linkInfo } from '../common/iplink';
-import { runChecked, sleep } from '../common/process';
+import { runChecked, sleep, type ProcessRecord } from '../common/process';
 import type { RetargetResult } from '../migration-types';
 import { HalError, type NicSpec, type PortForward } from '../types';
 import { validateNic } from '../validate';
@@ -75,18 +75,30 @@ export async function retargetNic(ctx: QemuInternals, uid: string, name: string,
   return serialised(vm, () => replumb(ctx, vm, cur, next));
 }
 
-async function replumb(ctx: QemuInternals, vm: Vm, cur: NicSpec, next: NicSpec): Promise<RetargetResult> {
+async function replumb(ctx: QemuInternals, vm: Vm, cur: NicSpec, next: NicSpec, renewal = false): Promise<RetargetResult> {
   if (ctx.ended(vm) || !vm.qmp || vm.qmp.closed) throw new HalError('WrongState', `VM ${vm.state.spec.uid} is not running`);
   let r: RetargetResult;
   if (cur.network === 'bridge' && next.network === 'bridge' && vm.state.taps[cur.name]) r = await remaster(ctx, vm, next);
+  else if (cur.network === 'pod' && next.network === 'pod' && vm.state.nicPlumbing?.[cur.name])
+    r = await swapPasst(ctx, vm, cur, next);
   else if (vm.state.nicPlumbing?.[cur.name]) r = await swapBehindHub(ctx, vm, cur, next);
   else r = await replug(ctx, vm, cur, next);
   vm.state.spec.nics = vm.state.spec.nics.map((n) => (n.name === cur.name ? next : n));
+  // A change asked for gives the NIC a fresh passt: supervision starts over (supervise.ts).
+  const sup = vm.state.passtSupervision?.[cur.name];
+  if (sup && !renewal) {
+    sup.recent = [];
+    delete sup.failed;
+  }
   writeState(vm.layout, vm.state);
   const i = vm.status.interfaces.find((x) => x.name === cur.name);
   // An address on another network means nothing; the guest reports a new one (if it re-runs DHCP).
-  if (i && (cur.network !== next.network || cur.bridge !== next.bridge)) delete i.ip;
-  ctx.emit(vm, 'nic-retargeted');
+  if (i && (cur.network !== next.network || cur.bridge !== next.bridge)) {
+    delete i.ip;
+    delete i.ipSource;
+  }
+  ctx.nicChanged(vm, cur.name);
+  ctx.emit(vm, renewal ? 'nic-backend-renewed' : 'nic-retargeted');
   return r;
 }
 
@@ -202,6 +214,112 @@ async function swapBehindHub(ctx: QemuInternals, vm: Vm, cur: NicSpec, next: Nic
     method: 'in-place',
     detail: `backend swapped behind the NIC's hub (${describe(cur)} → ${describe(next)}); the guest saw a link flap`,
   };
+}
+
+/**
+ * passt → passt behind the NIC's hub: new port forwards, or a passt that ended
+ * (supervise.ts). Both passts would want the same host ports, so the old one
+ * goes first (if it still runs); while the NIC's link is down, the new one starts
+ * and is plugged in. When it cannot start or plug, a passt with the old forwards
+ * takes its place, so the NIC keeps a network.
+ */
+async function swapPasst(ctx: QemuInternals, vm: Vm, cur: NicSpec, next: NicSpec): Promise<RetargetResult> {
+  const name = cur.name;
+  const p = vm.state.nicPlumbing![name];
+  const qmp = vm.qmp!;
+  await checkNewForwards(cur, next);
+  let now: NicSpec | undefined;
+  let err: Error | undefined;
+  await flap(vm, name, async () => {
+    // The old backend may be half gone already (its passt died): missing ids are fine.
+    await quiet(qmp.execute('netdev_del', { id: nicBackendId(name, p.gen) }));
+    await quiet(qmp.execute('netdev_del', { id: nicHubPortId(name, p.gen) }));
+    const old = vm.state.sidecars.filter((s) => s.kind === 'passt' && s.key === name);
+    vm.state.sidecars = vm.state.sidecars.filter((s) => !old.includes(s));
+    for (const s of old) await stopSidecar(s);
+    for (const nic of cur === next ? [next] : [next, cur]) {
+      const gen = p.gen + 1;
+      let h: HostSide | undefined;
+      try {
+        h = await hostSide(ctx, vm, nic, gen);
+        await qmp.execute('netdev_add', nicBackendJson(nic, nicBackendId(name, gen), h));
+        try {
+          await qmp.execute('netdev_add', nicHubPortJson(name, { hub: p.hub, gen }));
+        } catch (e) {
+          await quiet(qmp.execute('netdev_del', { id: nicBackendId(name, gen) }));
+          throw e;
+        }
+        p.gen = gen;
+        vm.state.sidecars.push(h.sidecar!);
+        now = nic;
+        return;
+      } catch (e) {
+        err ??= e as Error;
+        if (h) await dropHostSide(ctx, vm, h);
+      }
+    }
+  });
+  if (now !== next) {
+    writeState(vm.layout, vm.state);
+    throw new HalError(
+      'Failed',
+      `new passt for NIC ${name}: ${err?.message}; ${now ? 'the NIC is back on a passt with its old port forwards' : 'the NIC has no network backend now'}`,
+    );
+  }
+  return {
+    nic: name,
+    mac: vm.state.macs[name],
+    method: 'in-place',
+    detail: `a new passt (${forwardsText(next)}) swapped in behind the NIC's hub; the guest saw a link flap`,
+  };
+}
+
+const forwardKey = (f: PortForward) => `${f.protocol}/${f.hostAddress ?? '*'}/${f.hostPort ?? f.port}`;
+
+function forwardsText(n: NicSpec): string {
+  const f = n.portForwards ?? [];
+  return f.length ? `forwards ${f.map((x) => `${x.protocol} ${x.hostPort ?? x.port}→${x.port}`).join(', ')}` : 'no port forwards';
+}
+
+/**
+ * Host ports the new passt forwards that the old one did not must be free now:
+ * passt skips a port it cannot bind (it only exits when none of an option's
+ * ports binds), so a taken port would fail silently later.
+ */
+async function checkNewForwards(cur: NicSpec, next: NicSpec): Promise<void> {
+  const had = new Set((cur.portForwards ?? []).map(forwardKey));
+  for (const [i, f] of (next.portForwards ?? []).entries()) {
+    if (had.has(forwardKey(f))) continue;
+    try {
+      await bindable(f);
+    } catch (e) {
+      throw new HalError(
+        'Failed',
+        `nic.portForwards[${i}]: ${f.protocol} port ${f.hostPort ?? f.port}${f.hostAddress ? ` on ${f.hostAddress}` : ''} cannot be forwarded: the node port is taken (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); the NIC is unchanged`,
+      );
+    }
+  }
+}
+
+/**
+ * A new passt for a pod NIC whose passt ended (supervise.ts), with the NIC's
+ * current port forwards: swapped in behind the hub (a link flap), or re-plugged
+ * for NICs without a hub. `dead` is the passt that was seen to end: when the NIC
+ * has another one by now (a re-target or port change came first), nothing is done.
+ */
+export async function renewPasst(
+  ctx: QemuInternals,
+  vm: Vm,
+  name: string,
+  dead: ProcessRecord | undefined,
+): Promise<RetargetResult | 'superseded'> {
+  return serialised(vm, async () => {
+    const nic = vm.state.spec.nics.find((n) => n.name === name);
+    const rec = vm.state.sidecars.find((s) => s.kind === 'passt' && s.key === name);
+    if (nic?.network !== 'pod') return 'superseded';
+    if (rec && (!dead || rec.process.pid !== dead.pid || rec.process.startTime !== dead.startTime)) return 'superseded';
+    return replumb(ctx, vm, nic, nic, true);
+  });
 }
 
 function describe(n: NicSpec): string {

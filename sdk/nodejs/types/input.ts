@@ -70,7 +70,7 @@ export interface BackupPolicyTargetArgs {
 }
 
 /**
- * Settings for type bridge.
+ * Settings for type bridge (a change replaces the Network: the VLAN defines what instances are wired to).
  */
 export interface NetworkBridgeArgs {
     /**

@@ -156,7 +156,7 @@ export interface BackupPolicyTarget {
 }
 
 /**
- * Settings for type bridge.
+ * Settings for type bridge (a change replaces the Network: the VLAN defines what instances are wired to).
  */
 export interface NetworkBridge {
     /**
