@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Kube } from '../controller/runtime/kube';
@@ -77,6 +78,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const allowedRoots = opts.allowedRoots ?? [path.join(opts.dataDir, 'shared')];
   for (const r of allowedRoots) fs.mkdirSync(r, { recursive: true });
   let bridges: LinuxBridges | undefined;
+  // A fresh network namespace has its loopback down; migration streams between the nodes' QEMUs use it.
+  if (opts.backend === 'qemu' && opts.netns) execFileSync('ip', ['-n', opts.netns, 'link', 'set', 'lo', 'up'], { stdio: 'ignore' });
   const storageDomain = `embedded-${createHash('sha256').update(path.resolve(opts.dataDir)).digest('hex').slice(0, 10)}`;
   const makeAgent = (i: number): Agent => {
     const nodeName = `node-${i}`;

@@ -68,6 +68,10 @@ export class Agent {
   private readonly applied = new Map<string, VmSpec>();
   /** Disks and NICs hot-plugged into each running instance since it started (VMI status.attached). */
   private readonly attached = new Map<string, { disks: string[]; interfaces: string[] }>();
+  /** Consecutive passes in which a hotplug failed, per instance (the back-off of the next try). */
+  private readonly hotplugRetries = new Map<string, number>();
+  /** Warnings already recorded per instance (see warnOnce). */
+  private readonly warned = new Map<string, Set<string>>();
   /** ContainerPath shares of the running guests and what the status reports about them. */
   private readonly shares: FilesystemShares;
   private heartbeat?: NodeJS.Timeout;
@@ -121,6 +125,8 @@ export class Agent {
           releaseInstance: async (uid) => {
             this.applied.delete(uid);
             this.attached.delete(uid);
+            this.hotplugRetries.delete(uid);
+            this.warned.delete(uid);
             const b = opts.backend;
             for (let i = 0; i < 100 && b.status(uid) && !ended(b.status(uid)!); i++) await new Promise((r) => setTimeout(r, 100));
             await b.cleanup(uid).catch((e) => this.log(`cleanup after migration ${uid}: ${e.message}`));
@@ -320,6 +326,8 @@ export class Agent {
       if (b.status(uid)) await b.cleanup(uid);
       this.applied.delete(uid);
       this.attached.delete(uid);
+      this.hotplugRetries.delete(uid);
+      this.warned.delete(uid);
       this.shares.forget(uid);
       const fin = (vmi.metadata.finalizers ?? []).filter((f: string) => f !== AGENT_FINALIZER);
       if (fin.length !== (vmi.metadata.finalizers ?? []).length)
@@ -386,31 +394,61 @@ export class Agent {
       if (on && i < 0) list.push(name);
       if (!on && i >= 0) list.splice(i, 1);
     };
+    // One device that cannot be (un)plugged (no free slot, a sata disk, a guest that holds on) does not hold up
+    // the others: it stays as it is, a Warning says why (once per message), and it is tried again with back-off.
+    const failed = { attach: new Set<string>(), detach: [] as { kind: 'disk' | 'nic'; spec: any }[] };
+    const attempt = async (what: string, name: string, fn: () => Promise<void>): Promise<boolean> => {
+      try {
+        await fn();
+        return true;
+      } catch (e) {
+        const msg = (e as Error).message;
+        await this.warnOnce(vmi, 'HotplugFailed', msg.includes(name) ? msg : `${what} ${name}: ${msg}`);
+        return false;
+      }
+    };
     for (const d of want.disks)
       if (!have.disks.some((x) => x.name === d.name)) {
-        await b.attachDisk(s.uid, d);
+        if (!(await attempt('attaching disk', d.name, () => b.attachDisk(s.uid, d)))) {
+          failed.attach.add(`disk/${d.name}`);
+          continue;
+        }
         note(plugged.disks, d.name, true);
         await recordEvent(this.kube, vmi, 'Normal', 'DiskAttached', `disk ${d.name} hot-plugged`, component);
       }
     for (const d of have.disks)
       if (!want.disks.some((x) => x.name === d.name)) {
-        await b.detachDisk(s.uid, d.name);
+        if (!(await attempt('detaching disk', d.name, () => b.detachDisk(s.uid, d.name)))) {
+          failed.detach.push({ kind: 'disk', spec: d });
+          continue;
+        }
         note(plugged.disks, d.name, false);
         await recordEvent(this.kube, vmi, 'Normal', 'DiskDetached', `disk ${d.name} unplugged`, component);
       }
     const added = want.nics.filter((n) => !have.nics.some((x) => x.name === n.name));
     if (added.some((n) => n.network === 'bridge')) for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
     for (const n of added) {
-      await b.attachNic(s.uid, n);
+      if (!(await attempt('attaching interface', n.name, () => b.attachNic(s.uid, n)))) {
+        failed.attach.add(`nic/${n.name}`);
+        continue;
+      }
       note(plugged.interfaces, n.name, true);
       await recordEvent(this.kube, vmi, 'Normal', 'InterfaceAttached', `interface ${n.name} hot-plugged`, component);
     }
     for (const n of have.nics)
       if (!want.nics.some((x) => x.name === n.name)) {
-        await b.detachNic(s.uid, n.name);
+        if (!(await attempt('detaching interface', n.name, () => b.detachNic(s.uid, n.name)))) {
+          failed.detach.push({ kind: 'nic', spec: n });
+          continue;
+        }
         note(plugged.interfaces, n.name, false);
         await recordEvent(this.kube, vmi, 'Normal', 'InterfaceDetached', `interface ${n.name} unplugged`, component);
       }
+    const retries = failed.attach.size || failed.detach.length ? (this.hotplugRetries.get(s.uid) ?? 0) + 1 : 0;
+    if (retries) {
+      this.hotplugRetries.set(s.uid, retries);
+      this.queue.addAfter(key(vmi), Math.min(1000 * 2 ** (retries - 1), 60_000));
+    } else this.hotplugRetries.delete(s.uid);
     // An interface moved to another Network: re-plumb the NIC in place (same MAC, no restart) where the backend can.
     const nics = [...want.nics];
     for (const [i, n] of want.nics.entries()) {
@@ -418,7 +456,7 @@ export class Agent {
       if (!h || (h.network === n.network && (h.bridge ?? '') === (n.bridge ?? ''))) continue;
       if (!b.capabilities().includes('nic-retarget')) {
         nics[i] = h; // stays where it is until the next start
-        await recordEvent(this.kube, vmi, 'Warning', 'RetargetUnsupported', `interface ${n.name}: the ${b.name} backend cannot move a running NIC; the change applies at the next start`, component);
+        await this.warnOnce(vmi, 'RetargetUnsupported', `interface ${n.name}: the ${b.name} backend cannot move a running NIC; the change applies at the next start`);
         continue;
       }
       if (n.network === 'bridge') for (const br of bridgesOf(vmi)) await this.opts.bridges?.ensure(br);
@@ -429,7 +467,7 @@ export class Agent {
         await recordEvent(this.kube, vmi, 'Normal', 'InterfaceRetargeted', `interface ${n.name} now on Network ${net} (${r.method}: ${r.detail}), MAC ${r.mac} kept, no restart`, component);
       } catch (e) {
         nics[i] = h;
-        await recordEvent(this.kube, vmi, 'Warning', 'RetargetFailed', `interface ${n.name}: ${(e as Error).message}`, component);
+        await this.warnOnce(vmi, 'RetargetFailed', `interface ${n.name}: ${(e as Error).message}`);
       }
     }
     // A pod interface's ports changed on the same Network: a passt with the new forwards takes over behind the NIC (no restart).
@@ -452,7 +490,24 @@ export class Agent {
       }
     }
     // Shares: hot-added, removed where the backend can unplug, else pending until the next start (see ./filesystems.ts).
-    this.applied.set(s.uid, { ...want, nics, filesystems: await this.shares.apply(vmi, have.filesystems, want.filesystems) });
+    // What failed stays as the guest has it: not attached, or still attached.
+    const kept = (kind: 'disk' | 'nic') => failed.detach.filter((f) => f.kind === kind).map((f) => f.spec);
+    this.applied.set(s.uid, {
+      ...want,
+      disks: [...want.disks.filter((d) => !failed.attach.has(`disk/${d.name}`)), ...kept('disk')],
+      nics: [...nics.filter((n) => !failed.attach.has(`nic/${n.name}`)), ...kept('nic')],
+      filesystems: await this.shares.apply(vmi, have.filesystems, want.filesystems),
+    });
+  }
+
+  /** A Warning event about an instance, recorded once per distinct message (reconciles repeat often). */
+  private async warnOnce(vmi: any, reason: string, message: string): Promise<void> {
+    const uid = vmi.metadata.uid;
+    const seen = this.warned.get(uid) ?? new Set<string>();
+    this.warned.set(uid, seen);
+    if (seen.has(`${reason}: ${message}`)) return;
+    seen.add(`${reason}: ${message}`);
+    await recordEvent(this.kube, vmi, 'Warning', reason, message, `kubevm-agent/${this.opts.nodeName}`);
   }
 
   private statusFrom(vmi: any, s: VmStatus): any {

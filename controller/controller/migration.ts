@@ -94,6 +94,10 @@ export class MigrationReconciler {
       let candidates = [...this.caches.nodes.list()].filter((n) => n.metadata.name !== source && (!m.spec.targetNode || n.metadata.name === m.spec.targetNode));
       if (m.spec.targetNode && !candidates.length)
         return fail('Unschedulable', m.spec.targetNode === source ? `spec.targetNode: the VM already runs on ${source}` : `spec.targetNode: node ${m.spec.targetNode} does not exist`);
+      // A cordoned node (kubevm node cordon|drain) takes no migrations; say so rather than "not ready".
+      const cordoned = candidates.filter((n) => n.spec?.unschedulable).map((n) => n.metadata.name);
+      if (cordoned.length && cordoned.length === candidates.length)
+        return fail('Unschedulable', m.spec.targetNode ? `spec.targetNode: node ${m.spec.targetNode} is cordoned` : `every other node is cordoned: ${cordoned.join(', ')}`);
       // What no target can change is refused before one is chosen (the source agent checks the running VM again).
       const why = notMigratable(vmi);
       if (why) return fail('NotMigratable', `VirtualMachine ${m.spec.vm} cannot be live-migrated: ${why}`);

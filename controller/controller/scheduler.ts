@@ -56,7 +56,7 @@ export function pickNode(
     const name = n.metadata.name;
     const ready = (n.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True');
     if (!ready || n.spec?.unschedulable) {
-      reasons.push(`${name}: not ready`);
+      reasons.push(`${name}: ${!ready ? 'not ready' : 'cordoned (unschedulable)'}`);
       continue;
     }
     const backends = String(n.metadata.annotations?.['kubevm.dev/backends'] ?? '').split(',');

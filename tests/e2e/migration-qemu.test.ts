@@ -13,14 +13,16 @@ import { ensureGuest, TestGuest } from '../guest';
  *  1. "mover", a guest counting on its console, migrates node → node and back
  *     (ping-pong): the count goes on, same boot id, same instance uid, the VM
  *     status names the new node, the Migration reports duration, downtime and
- *     bytes; then stop and start work on the node it ended on.
+ *     bytes; what the guest writes to its data disk after two moves is there
+ *     at the next boot. Deleting a running Migration cancels it; blockMigration
+ *     onto shared storage is refused; stop and start work after the moves.
  *  2. mover's interface moves from bridge Network A to B in place: it reaches
  *     B's peer and no longer A's, no reboot, an InterfaceRetargeted event.
  *  3. A disk and a NIC added to mover's spec appear in the guest; removed, they
- *     are unplugged (VMI status.attached follows).
+ *     are unplugged (VMI status.attached follows); a sata disk is refused live.
  *  4. `kubevm node drain` (bin/kubevm) moves mover off the node and exits 1
- *     naming "pinned", which shares a host directory; `kubevm node uncordon`
- *     makes the node schedulable again.
+ *     naming "pinned", which shares a host directory; with evictionStrategy
+ *     None the next drain stops it; `kubevm node uncordon` reopens the node.
  *
  * Networking lives in network namespaces this test makes and deletes: NS holds
  * QEMU's taps and the two Networks' bridges (made here under the names the
@@ -28,9 +30,8 @@ import { ensureGuest, TestGuest } from '../guest';
  * used as they are); NS-a and NS-b hold one peer each, on a veth into bridge A
  * or B, so each peer answers on its own bridge only.
  *
- * Budget (2 cores, TCG): two 128 MiB guests boot at once (~20 s), one reboot,
- * migrations of ~1-3 s each, two PCIe unplugs (~5 s each: the guest's
- * attention-button delay).
+ * Budget (2 cores, TCG; ~80 s in all): two 128 MiB guests boot at once
+ * (~20 s), one reboot, six migrations of 0.3-3 s each, two PCIe unplugs.
  */
 const NS = `kvmig-${process.pid}`;
 const PEERS = { a: { ns: `${NS}-a`, ip: '10.77.0.1' }, b: { ns: `${NS}-b`, ip: '10.77.0.2' } } as const;
@@ -61,12 +62,16 @@ const post = async (plural: string, body: any) => {
 
 /** The console of the VM's current instance (log and socket on the node that runs it). */
 async function consoleOf(name: string, node?: string): Promise<ConsoleVm> {
-  const vmi = await eventually(async () => {
-    const v = await get(`${api}/virtualmachineinstances/${name}`);
-    const log: string | undefined = v?.status?.consoleLog;
-    if (!log || (node && (v.status.nodeName !== node || !log.includes(`${path.sep}${node}${path.sep}`)))) return undefined;
-    return v;
-  }, 30_000, `the console of ${name}${node ? ` on ${node}` : ''}`);
+  const vmi = await eventually(
+    async () => {
+      const v = await get(`${api}/virtualmachineinstances/${name}`);
+      const log: string | undefined = v?.status?.consoleLog;
+      if (!log || (node && (v.status.nodeName !== node || !log.includes(`${path.sep}${node}${path.sep}`)))) return undefined;
+      return v;
+    },
+    30_000,
+    `the console of ${name}${node ? ` on ${node}` : ''}`,
+  );
   const log = vmi.status.consoleLog;
   return { consoleLog: log, consoleSocket: path.join(path.dirname(log), 'console.sock') };
 }
@@ -97,22 +102,52 @@ function vmSpec(extra: any): any {
 }
 
 async function running(name: string, uidNot?: string): Promise<any> {
-  return eventually(async () => {
-    const v = await get(`${api}/virtualmachines/${name}`);
-    return v.status?.printableStatus === 'Running' && v.status.ready && v.status.instanceUID !== uidNot ? v : undefined;
-  }, BOOT_MS, `${name} running`);
+  return eventually(
+    async () => {
+      const v = await get(`${api}/virtualmachines/${name}`);
+      return v.status?.printableStatus === 'Running' && v.status.ready && v.status.instanceUID !== uidNot ? v : undefined;
+    },
+    BOOT_MS,
+    `${name} running`,
+  );
 }
 
-/** Creates a Migration (or takes one created elsewhere) and waits for its end, recording the phases it went through. */
-async function migrate(name: string, spec?: any): Promise<{ m: any; phases: string[]; vmStates: string[] }> {
+/**
+ * Creates a Migration (POST of `spec`, or `create` for another way) once watches are open, and waits for its
+ * end, recording the phases it went through and the VM's printable statuses meanwhile.
+ */
+async function migrate(
+  name: string,
+  spec: any,
+  create?: () => Promise<void>,
+): Promise<{ m: any; phases: string[]; vmStates: string[]; progress: number[] }> {
   const watch: WatchStream = await openWatch(c, `${api}/migrations?watch=true`);
   const vmWatch: WatchStream = await openWatch(c, `${api}/virtualmachines?watch=true`);
   try {
-    if (spec) await post('migrations', { kind: 'Migration', metadata: { name }, spec });
-    const [end] = await watch.waitFor((e) => e.object?.metadata?.name === name && ['Succeeded', 'Failed'].includes(e.object.status?.phase), 1, 120_000);
-    const phases = [...new Set(watch.events.filter((e) => e.object?.metadata?.name === name).map((e) => e.object.status?.phase).filter(Boolean))] as string[];
-    const vmStates = [...new Set(vmWatch.events.filter((e) => e.object?.metadata?.name === (spec?.vm ?? end.object.spec.vm)).map((e) => e.object.status?.printableStatus))] as string[];
-    return { m: end.object, phases, vmStates };
+    if (create) await create();
+    else await post('migrations', { kind: 'Migration', metadata: { name }, spec });
+    const [end] = await watch.waitFor(
+      (e) => e.object?.metadata?.name === name && ['Succeeded', 'Failed'].includes(e.object.status?.phase),
+      1,
+      120_000,
+    );
+    const phases = [
+      ...new Set(
+        watch.events
+          .filter((e) => e.object?.metadata?.name === name)
+          .map((e) => e.object.status?.phase)
+          .filter(Boolean),
+      ),
+    ] as string[];
+    const vmStates = [
+      ...new Set(vmWatch.events.filter((e) => e.object?.metadata?.name === spec.vm).map((e) => e.object.status?.printableStatus)),
+    ] as string[];
+    const progress = watch.events
+      .filter(
+        (e) => e.object?.metadata?.name === name && e.object.status?.phase === 'Running' && e.object.status.bytesTransferred,
+      )
+      .map((e) => e.object.status.bytesTransferred);
+    return { m: end.object, phases, vmStates, progress };
   } finally {
     watch.close();
     vmWatch.close();
@@ -121,7 +156,8 @@ async function migrate(name: string, spec?: any): Promise<{ m: any; phases: stri
 
 /** A failed migration fails the test with its reason and message. */
 function succeeded(m: any): any {
-  if (m.status?.phase !== 'Succeeded') throw new Error(`Migration ${m.metadata.name} is ${m.status?.phase}: ${m.status?.reason}: ${m.status?.message}`);
+  if (m.status?.phase !== 'Succeeded')
+    throw new Error(`Migration ${m.metadata.name} is ${m.status?.phase}: ${m.status?.reason}: ${m.status?.message}`);
   return m.status;
 }
 
@@ -146,7 +182,10 @@ async function devices(con: ConsoleVm): Promise<{ disks: string[]; nics: Record<
     { waitForShell: false },
   );
   return {
-    disks: [...out.matchAll(/BLK-2 (vd[a-z]+) (\S*)/g)].map((m) => m[2]).filter(Boolean).sort(),
+    disks: [...out.matchAll(/BLK-2 (vd[a-z]+) (\S*)/g)]
+      .map((m) => m[2])
+      .filter(Boolean)
+      .sort(),
     nics: Object.fromEntries([...out.matchAll(/NET-2 (\S+) (\S+)/g)].filter((m) => m[1] !== 'lo').map((m) => [m[1], m[2]])),
   };
 }
@@ -154,8 +193,16 @@ async function devices(con: ConsoleVm): Promise<{ disks: string[]; nics: Record<
 /** bin/kubevm with an argument array and KUBECONFIG set; never through a shell. */
 function kubevm(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(REPO, 'bin', 'kubevm'), ...args], { env: { ...process.env, KUBECONFIG: c.kubeconfigPath }, timeout: 180_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof (err as any).code === 'number' ? (err as any).code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
+    execFile(
+      process.execPath,
+      [path.join(REPO, 'bin', 'kubevm'), ...args],
+      { env: { ...process.env, KUBECONFIG: c.kubeconfigPath }, timeout: 180_000 },
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? (typeof (err as any).code === 'number' ? (err as any).code : 1) : 0,
+          stdout: String(stdout),
+          stderr: String(stderr),
+        }),
     );
   });
 }
@@ -187,14 +234,26 @@ beforeAll(async () => {
     netnsMade.push(p.ns);
   }
   c = await startTestCluster();
-  rt = await startRuntime({ kubeconfigPath: c.kubeconfigPath, dataDir: c.dataDir, nodes: 2, backend: 'qemu', allowedRoots: [guest.dir, shareRoot], netns: NS });
-  for (const n of ['net-a', 'net-b']) await post('networks', { kind: 'Network', metadata: { name: n }, spec: { type: 'bridge' } });
+  rt = await startRuntime({
+    kubeconfigPath: c.kubeconfigPath,
+    dataDir: c.dataDir,
+    nodes: 2,
+    backend: 'qemu',
+    allowedRoots: [guest.dir, shareRoot],
+    netns: NS,
+  });
+  for (const n of ['net-a', 'net-b'])
+    await post('networks', { kind: 'Network', metadata: { name: n }, spec: { type: 'bridge' } });
   // The bridges, each with its peer, before any VM needs them.
   for (const [n, peer] of [
     ['net-a', PEERS.a],
     ['net-b', PEERS.b],
   ] as const) {
-    const br: string = await eventually(async () => (await get(`${api}/networks/${n}`)).status?.bridgeName, 10_000, `${n} bridge name`);
+    const br: string = await eventually(
+      async () => (await get(`${api}/networks/${n}`)).status?.bridgeName,
+      10_000,
+      `${n} bridge name`,
+    );
     const veth = `v${br}`.slice(0, 15);
     ip('-n', NS, 'link', 'add', br, 'type', 'bridge');
     ip('-n', NS, 'link', 'set', br, 'up');
@@ -204,16 +263,27 @@ beforeAll(async () => {
     ip('-n', peer.ns, 'link', 'set', 'p0', 'up');
   }
   // Both guests boot at once: mover (on net-a) and pinned (a host directory share, held on node-1).
-  await post('volumes', { kind: 'Volume', metadata: { name: 'mover-data' }, spec: { size: '16Mi', format: 'qcow2', source: { blank: {} } } });
+  await post('volumes', {
+    kind: 'Volume',
+    metadata: { name: 'mover-data' },
+    spec: { size: '16Mi', format: 'qcow2', source: { blank: {} } },
+  });
   await post('virtualmachines', {
     kind: 'VirtualMachine',
     metadata: { name: 'mover' },
-    spec: vmSpec({ disks: [{ name: 'data', volume: 'mover-data' }], interfaces: [{ name: 'eth0', network: 'net-a' }], cloudInit: { userData: moverUserData } }),
+    spec: vmSpec({
+      disks: [{ name: 'data', volume: 'mover-data' }],
+      interfaces: [{ name: 'eth0', network: 'net-a' }],
+      cloudInit: { userData: moverUserData },
+    }),
   });
   await post('virtualmachines', {
     kind: 'VirtualMachine',
     metadata: { name: 'pinned' },
-    spec: vmSpec({ nodeSelector: { 'kubernetes.io/hostname': 'node-1' }, filesystems: [{ name: 'share', containerPath: { path: shareRoot } }] }),
+    spec: vmSpec({
+      nodeSelector: { 'kubernetes.io/hostname': 'node-1' },
+      filesystems: [{ name: 'share', containerPath: { path: shareRoot } }],
+    }),
   });
 }, 180_000);
 
@@ -252,35 +322,44 @@ describe('live migration between the two node agents', () => {
       if (n) lastOnSource = n;
     }, 50);
 
-    const yaml = `apiVersion: kubevm.dev/v1alpha1\nkind: Migration\nmetadata:\n  name: mig-1\nspec:\n  vm: mover\n`;
-    const [res] = await Promise.all([
-      migrate('mig-1'),
-      (async () => {
-        const r = await c.kubectl(['create', '-f', '-'], { input: yaml });
-        expect(r.stderr).toBe('');
-        expect(r.stdout).toContain('migration.kubevm.dev/mig-1 created');
-      })(),
-    ]).finally(() => clearInterval(tail));
-    const { m, phases, vmStates } = res;
+    // 32 MiB/s: a few seconds on the wire, so the progress and the VM's Migrating status have time to show.
+    const yaml = `apiVersion: kubevm.dev/v1alpha1\nkind: Migration\nmetadata:\n  name: mig-1\nspec:\n  vm: mover\n  bandwidthMiBps: 32\n`;
+    const { m, phases, vmStates, progress } = await migrate('mig-1', { vm: 'mover' }, async () => {
+      const r = await c.kubectl(['create', '-f', '-'], { input: yaml });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toContain('migration.kubevm.dev/mig-1 created');
+    }).finally(() => clearInterval(tail));
     expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', sourceNode: from, instanceUID: uid });
     const to: string = m.status.targetNode;
     expect(to).not.toBe(from);
     expect(phases).toEqual(expect.arrayContaining(['Scheduling', 'PreparingTarget', 'TargetReady', 'Running', 'Succeeded']));
     expect(vmStates).toContain('Migrating');
+    expect(progress.length).toBeGreaterThan(0); // bytesTransferred while it ran
+    expect(Math.max(...progress)).toBeLessThanOrEqual(m.status.bytesTransferred);
     expect(m.status.durationMs).toBeGreaterThan(0);
     expect(m.status.downtimeMs).toBeGreaterThan(0);
     expect(m.status.downtimeMs).toBeLessThanOrEqual(m.status.durationMs);
     expect(m.status.bytesTransferred).toBeGreaterThan(1024 * 1024); // the guest's memory went over the wire
 
-    const after = await eventually(async () => {
-      const v = await get(`${api}/virtualmachines/mover`);
-      return v.status?.node === to && v.status.printableStatus === 'Running' && v.status.ready ? v : undefined;
-    }, 30_000, 'the VM status names the new node');
+    const after = await eventually(
+      async () => {
+        const v = await get(`${api}/virtualmachines/mover`);
+        return v.status?.node === to && v.status.printableStatus === 'Running' && v.status.ready ? v : undefined;
+      },
+      30_000,
+      'the VM status names the new node',
+    );
     expect(after.status.instanceUID).toBe(uid);
     const vmi = await get(`${api}/virtualmachineinstances/mover`);
     expect(vmi.metadata.uid).toBe(uid);
     expect(vmi.spec.nodeName).toBe(to);
-    expect(vmi.status.migrationState).toMatchObject({ migration: 'mig-1', sourceNode: from, targetNode: to, completed: true, downtimeMs: m.status.downtimeMs });
+    expect(vmi.status.migrationState).toMatchObject({
+      migration: 'mig-1',
+      sourceNode: from,
+      targetNode: to,
+      completed: true,
+      downtimeMs: m.status.downtimeMs,
+    });
 
     // The guest did not restart: the target's console goes on counting from where the source stopped.
     const dst = await consoleOf('mover', to);
@@ -290,14 +369,20 @@ describe('live migration between the two node agents', () => {
     expect(onTarget[0]).toBeLessThanOrEqual(lastOnSource + 3);
     expect(onTarget).toEqual(onTarget.map((_x, i) => onTarget[0] + i));
     expect(consoleText(dst)).not.toContain('KUBEVM-GUEST-READY');
-    const out = await runOnConsole(() => dst, 'echo "BOOT-$((1+1))=$(cat /proc/sys/kernel/random/boot_id)"', { waitForShell: false });
+    const out = await runOnConsole(() => dst, 'echo "BOOT-$((1+1))=$(cat /proc/sys/kernel/random/boot_id)"', {
+      waitForShell: false,
+    });
     expect(/BOOT-2=(\S+)/.exec(out)?.[1]).toBe(bootId);
 
     // The target node's agent runs it; the source node kept nothing of it.
     expect(fs.readFileSync(`/proc/${vmi.status.pid}/cmdline`, 'utf8')).toContain(nodeRunDir(to));
     expect(fs.existsSync(path.join(nodeRunDir(from), uid))).toBe(false);
-    const events = (await get(`/api/v1/namespaces/${ns}/events`)).items.filter((e: any) => e.involvedObject.name === 'mig-1').map((e: any) => e.reason);
+    const events = (await get(`/api/v1/namespaces/${ns}/events`)).items
+      .filter((e: any) => e.involvedObject.name === 'mig-1')
+      .map((e: any) => e.reason);
     expect(events).toEqual(expect.arrayContaining(['TargetChosen', 'Migrated']));
+    const table = await c.kubectl(['get', 'vmim', 'mig-1', '-o', 'wide', '--no-headers']);
+    expect(table.stdout).toMatch(new RegExp(`^mig-1\\s+mover\\s+Succeeded\\s+${from}\\s+${to}\\s+${m.status.downtimeMs}\\s`));
   }, 180_000);
 
   test('B → A (ping-pong): back on the first node, still the same boot and instance', async () => {
@@ -306,18 +391,28 @@ describe('live migration between the two node agents', () => {
     const { m } = await migrate('mig-2', { vm: 'mover' });
     expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', sourceNode: from, instanceUID: uid });
     expect(m.status.targetNode).not.toBe(from);
-    const back = await eventually(async () => {
-      const v = await get(`${api}/virtualmachines/mover`);
-      return v.status?.node === m.status.targetNode && v.status.ready ? v : undefined;
-    }, 30_000, 'the VM back on the first node');
+    const back = await eventually(
+      async () => {
+        const v = await get(`${api}/virtualmachines/mover`);
+        return v.status?.node === m.status.targetNode && v.status.ready ? v : undefined;
+      },
+      30_000,
+      'the VM back on the first node',
+    );
     expect(back.status.instanceUID).toBe(uid);
     const con = await consoleOf('mover', m.status.targetNode);
     await waitConsole(() => con, /COUNT=\d+\r?\n[\s\S]*COUNT=\d+\r?\n/, 30_000);
-    const out = await runOnConsole(() => con, 'echo "BOOT-$((1+1))=$(cat /proc/sys/kernel/random/boot_id)"', { waitForShell: false });
+    const out = await runOnConsole(() => con, 'echo "BOOT-$((1+1))=$(cat /proc/sys/kernel/random/boot_id)"', {
+      waitForShell: false,
+    });
     expect(/BOOT-2=(\S+)/.exec(out)?.[1]).toBe(bootId);
     expect(fs.existsSync(path.join(nodeRunDir(from), uid))).toBe(false);
     // The guest writes its boot id to the data disk (shared storage: the same file on every node); the next boot reads it.
-    const w = await runOnConsole(() => con, `${DATA_DEV}; cat /proc/sys/kernel/random/boot_id | dd of=$dev bs=36 count=1 conv=notrunc,fsync 2>/dev/null; echo "WROTE-$((1+1))=$?"`, { waitForShell: false });
+    const w = await runOnConsole(
+      () => con,
+      `${DATA_DEV}; cat /proc/sys/kernel/random/boot_id | dd of=$dev bs=36 count=1 conv=notrunc,fsync 2>/dev/null; echo "WROTE-$((1+1))=$?"`,
+      { waitForShell: false },
+    );
     expect(w).toMatch(/WROTE-2=0/);
   }, 120_000);
 
@@ -328,19 +423,36 @@ describe('live migration between the two node agents', () => {
     try {
       // 1 MiB/s: slow enough to be caught in the act.
       await post('migrations', { kind: 'Migration', metadata: { name: 'mig-cancel' }, spec: { vm: 'mover', bandwidthMiBps: 1 } });
-      const [run] = await watch.waitFor((e) => e.object?.metadata?.name === 'mig-cancel' && e.object.status?.phase === 'Running', 1, 60_000);
+      const [run] = await watch.waitFor(
+        (e) => e.object?.metadata?.name === 'mig-cancel' && e.object.status?.phase === 'Running',
+        1,
+        60_000,
+      );
       const to: string = run.object.status.targetNode;
       expect((await c.request('DELETE', `${api}/migrations/mig-cancel`)).status).toBe(200);
       const [del] = await watch.waitFor((e) => e.type === 'DELETED' && e.object?.metadata?.name === 'mig-cancel', 1, 60_000);
-      expect(del.object.status).toMatchObject({ phase: 'Failed', reason: 'Cancelled', message: `cancelled; the VM keeps running on ${from}` });
+      expect(del.object.status).toMatchObject({
+        phase: 'Failed',
+        reason: 'Cancelled',
+        message: `cancelled; the VM keeps running on ${from}`,
+      });
       const v = await get(`${api}/virtualmachines/mover`);
       expect(v.status).toMatchObject({ node: from, instanceUID: uid, printableStatus: 'Running' });
       const vmi = await get(`${api}/virtualmachineinstances/mover`);
-      expect(vmi.status.migrationState).toMatchObject({ migration: 'mig-cancel', sourceNode: from, targetNode: to, failed: true });
+      expect(vmi.status.migrationState).toMatchObject({
+        migration: 'mig-cancel',
+        sourceNode: from,
+        targetNode: to,
+        failed: true,
+      });
       const con = await consoleOf('mover', from);
       const n = counts(consoleText(con)).at(-1)!;
       await waitConsole(() => con, new RegExp(`COUNT=${n + 2}\\r?\\n`), 20_000);
-      await eventually(async () => !fs.existsSync(path.join(nodeRunDir(to), uid)), 20_000, `no run directory of the instance left on ${to}`);
+      await eventually(
+        async () => !fs.existsSync(path.join(nodeRunDir(to), uid)),
+        20_000,
+        `no run directory of the instance left on ${to}`,
+      );
     } finally {
       watch.close();
     }
@@ -349,15 +461,25 @@ describe('live migration between the two node agents', () => {
   test('blockMigration between nodes that share storage is refused (the disks would be copied onto themselves)', async () => {
     const { m } = await migrate('mig-block', { vm: 'mover', blockMigration: true });
     expect(m.status).toMatchObject({ phase: 'Failed', reason: 'Unschedulable' });
-    expect(m.status.message).toMatch(/^spec\.blockMigration: every other node shares storage with node-\d \(storage domain embedded-[0-9a-f]+\).*migrate without blockMigration$/);
+    expect(m.status.message).toMatch(
+      /^spec\.blockMigration: every other node shares storage with node-\d \(storage domain embedded-[0-9a-f]+\).*migrate without blockMigration$/,
+    );
     expect((await get(`${api}/virtualmachines/mover`)).status).toMatchObject({ printableStatus: 'Running', instanceUID: uid });
   }, 60_000);
 
   test('stop and start work after the migrations: the agent of the node it ended on owns it', async () => {
     const vmi = await get(`${api}/virtualmachineinstances/mover`);
     await merge(`${api}/virtualmachines/mover`, { spec: { runStrategy: 'Halted' } });
-    await eventually(async () => (await get(`${api}/virtualmachines/mover`)).status?.printableStatus === 'Stopped', 60_000, 'mover Stopped');
-    await eventually(async () => (await c.request('GET', `${api}/virtualmachineinstances/mover`)).status === 404, 30_000, 'instance removed');
+    await eventually(
+      async () => (await get(`${api}/virtualmachines/mover`)).status?.printableStatus === 'Stopped',
+      60_000,
+      'mover Stopped',
+    );
+    await eventually(
+      async () => (await c.request('GET', `${api}/virtualmachineinstances/mover`)).status === 404,
+      30_000,
+      'instance removed',
+    );
     expect(alive(vmi.status.pid)).toBe(false);
     for (const n of ['node-0', 'node-1']) expect(fs.existsSync(path.join(nodeRunDir(n), uid))).toBe(false);
 
@@ -381,20 +503,30 @@ describe('re-targeting a running NIC to another Network', () => {
     expect(first).toMatchObject({ A: 'ok', B: 'no', mac: vmi.status.interfaces[0].macAddress });
 
     await merge(`${api}/virtualmachines/mover`, { spec: { interfaces: [{ name: 'eth0', network: 'net-b' }] } });
-    const ev = await eventually(async () => {
-      const list = (await get(`/api/v1/namespaces/${ns}/events`)).items.filter((e: any) => e.involvedObject.name === 'mover' && e.reason === 'InterfaceRetargeted');
-      return list.length ? list[0] : undefined;
-    }, 30_000, 'InterfaceRetargeted event');
+    const ev = await eventually(
+      async () => {
+        const list = (await get(`/api/v1/namespaces/${ns}/events`)).items.filter(
+          (e: any) => e.involvedObject.name === 'mover' && e.reason === 'InterfaceRetargeted',
+        );
+        return list.length ? list[0] : undefined;
+      },
+      30_000,
+      'InterfaceRetargeted event',
+    );
     expect(ev.message).toContain('interface eth0 now on Network net-b');
     expect(ev.message).toContain(`MAC ${first.mac} kept, no restart`);
 
     const p = await probe(con);
     expect(p).toMatchObject({ A: 'no', B: 'ok', mac: first.mac, boot: first.boot });
     expect(p.flaps).toBeGreaterThan(first.flaps); // what the guest sees: its link went down and up
-    const after = await eventually(async () => {
-      const x = await get(`${api}/virtualmachineinstances/mover`);
-      return x.status?.interfaces?.[0]?.network === 'net-b' ? x : undefined;
-    }, 10_000, 'VMI interface on net-b');
+    const after = await eventually(
+      async () => {
+        const x = await get(`${api}/virtualmachineinstances/mover`);
+        return x.status?.interfaces?.[0]?.network === 'net-b' ? x : undefined;
+      },
+      10_000,
+      'VMI interface on net-b',
+    );
     expect(after.metadata.uid).toBe(vm.status.instanceUID);
     expect(after.status.interfaces[0].macAddress).toBe(first.mac);
     const v = await get(`${api}/virtualmachines/mover`);
@@ -405,7 +537,11 @@ describe('re-targeting a running NIC to another Network', () => {
 
 describe('hotplug through the API', () => {
   test('a disk and a NIC added to the running VM’s spec appear in the guest; removed, they are unplugged', async () => {
-    await post('volumes', { kind: 'Volume', metadata: { name: 'hp' }, spec: { size: '16Mi', format: 'qcow2', source: { blank: {} } } });
+    await post('volumes', {
+      kind: 'Volume',
+      metadata: { name: 'hp' },
+      spec: { size: '16Mi', format: 'qcow2', source: { blank: {} } },
+    });
     await eventually(async () => (await get(`${api}/volumes/hp`)).status?.phase === 'Ready', 30_000, 'Volume hp Ready');
     const vm = await running('mover');
     const con = await consoleOf('mover', vm.status.node);
@@ -427,10 +563,18 @@ describe('hotplug through the API', () => {
         ],
       },
     });
-    const vmi = await eventually(async () => {
-      const x = await get(`${api}/virtualmachineinstances/mover`);
-      return x.status?.attached?.disks?.includes('hp') && x.status.attached.interfaces?.includes('eth1') && x.status.interfaces?.length === 2 ? x : undefined;
-    }, 60_000, 'VMI status.attached with hp and eth1');
+    const vmi = await eventually(
+      async () => {
+        const x = await get(`${api}/virtualmachineinstances/mover`);
+        return x.status?.attached?.disks?.includes('hp') &&
+          x.status.attached.interfaces?.includes('eth1') &&
+          x.status.interfaces?.length === 2
+          ? x
+          : undefined;
+      },
+      60_000,
+      'VMI status.attached with hp and eth1',
+    );
     expect(vmi.metadata.uid).toBe(vm.status.instanceUID);
     const mac = vmi.status.interfaces.find((i: any) => i.name === 'eth1').macAddress;
     // The guest's hotplug watcher reports both (the NIC after its DHCP attempt: there is no server on the bridge).
@@ -440,20 +584,57 @@ describe('hotplug through the API', () => {
     expect(plugged.disks).toEqual([...before.disks, 'hp'].sort());
     expect(plugged.nics).toEqual({ ...before.nics, eth1: mac });
 
-    await merge(`${api}/virtualmachines/mover`, { spec: { disks: [{ name: 'data', volume: 'mover-data' }], interfaces: [{ name: 'eth0', network: 'net-b' }] } });
-    const gone = await eventually(async () => {
-      const x = await get(`${api}/virtualmachineinstances/mover`);
-      return x.status?.attached && !x.status.attached.disks?.length && !x.status.attached.interfaces?.length && x.status.interfaces?.length === 1 ? x : undefined;
-    }, 60_000, 'VMI status.attached empty again');
+    await merge(`${api}/virtualmachines/mover`, {
+      spec: { disks: [{ name: 'data', volume: 'mover-data' }], interfaces: [{ name: 'eth0', network: 'net-b' }] },
+    });
+    const gone = await eventually(
+      async () => {
+        const x = await get(`${api}/virtualmachineinstances/mover`);
+        return x.status?.attached &&
+          !x.status.attached.disks?.length &&
+          !x.status.attached.interfaces?.length &&
+          x.status.interfaces?.length === 1
+          ? x
+          : undefined;
+      },
+      60_000,
+      'VMI status.attached empty again',
+    );
     expect(gone.metadata.uid).toBe(vm.status.instanceUID);
     const unplugged = await devices(con);
     expect(unplugged).toEqual(before);
     expect(consoleText(con).slice(from)).not.toContain('KUBEVM-GUEST-READY'); // no reboot along the way
+
+    // A disk that cannot be hot-plugged (sata) is refused with the reason; the VM runs on as it was.
+    await merge(`${api}/virtualmachines/mover`, {
+      spec: {
+        disks: [
+          { name: 'data', volume: 'mover-data' },
+          { name: 'legacy', volume: 'hp', bus: 'sata' },
+        ],
+      },
+    });
+    const warn = await eventually(
+      async () => {
+        const list = (await get(`/api/v1/namespaces/${ns}/events`)).items.filter(
+          (e: any) => e.involvedObject.name === 'mover' && e.reason === 'HotplugFailed',
+        );
+        return list.length ? list : undefined;
+      },
+      30_000,
+      'HotplugFailed event',
+    );
+    expect(warn).toHaveLength(1);
+    expect(warn[0]).toMatchObject({ type: 'Warning', message: 'disk legacy: only bus virtio can be hotplugged (got sata)' });
+    const still = await get(`${api}/virtualmachineinstances/mover`);
+    expect(still.metadata.uid).toBe(vm.status.instanceUID);
+    expect(still.status.attached.disks).toEqual([]);
+    await merge(`${api}/virtualmachines/mover`, { spec: { disks: [{ name: 'data', volume: 'mover-data' }] } });
   }, 150_000);
 });
 
 describe('kubevm node drain', () => {
-  test('drain empties the node of the migratable VM and exits 1 naming the VM that shares a host directory; uncordon reopens it', async () => {
+  test('drain migrates the VM away and exits 1 naming the VM that shares a host directory; with evictionStrategy None it is stopped; uncordon reopens the node', async () => {
     const pinned = await running('pinned');
     const node: string = pinned.status.node;
     expect(node).toBe('node-1');
@@ -462,17 +643,23 @@ describe('kubevm node drain', () => {
     if (mover.status.node !== node) {
       const { m } = await migrate('to-drained-node', { vm: 'mover', targetNode: node });
       expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', targetNode: node });
-      mover = await eventually(async () => {
-        const v = await get(`${api}/virtualmachines/mover`);
-        return v.status?.node === node && v.status.ready ? v : undefined;
-      }, 30_000, `mover on ${node}`);
+      mover = await eventually(
+        async () => {
+          const v = await get(`${api}/virtualmachines/mover`);
+          return v.status?.node === node && v.status.ready ? v : undefined;
+        },
+        30_000,
+        `mover on ${node}`,
+      );
     }
 
     const r = await kubevm(['node', 'drain', node, '--timeout', '120']);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain(`node/${node} cordoned`);
     expect(r.stdout).toMatch(new RegExp(`virtualmachine/mover -n ${ns}: migrated to ${other} \\(downtime \\d+ ms\\)`));
-    expect(r.stdout).toMatch(/virtualmachine\/pinned -n default: blocks the drain: NotMigratable: VirtualMachine pinned cannot be live-migrated: spec\.filesystems\[0\] .*shares a host directory/);
+    expect(r.stdout).toMatch(
+      /virtualmachine\/pinned -n default: blocks the drain: NotMigratable: VirtualMachine pinned cannot be live-migrated: spec\.filesystems\[0\] .*shares a host directory/,
+    );
     expect(r.stdout).toContain(`node/${node} not drained: 1 VM(s) cannot leave`);
 
     const n = (await c.request('GET', `/api/v1/nodes/${node}`)).json;
@@ -485,7 +672,27 @@ describe('kubevm node drain', () => {
     // Cordoned: a migration to it is refused.
     const refused = await migrate('to-cordoned', { vm: 'mover' });
     expect(refused.m.status).toMatchObject({ phase: 'Failed', reason: 'Unschedulable' });
-    expect(refused.m.status.message).toContain(node);
+    expect(refused.m.status.message).toBe(`every other node is cordoned: ${node}`);
+
+    // evictionStrategy None: the next drain stops the VM instead (it waits, unschedulable, for the node to reopen).
+    await merge(`${api}/virtualmachines/pinned`, { spec: { evictionStrategy: 'None' } });
+    const qemuPid: number = (await get(`${api}/virtualmachineinstances/pinned`)).status.pid;
+    expect(alive(qemuPid)).toBe(true);
+    const again = await kubevm(['node', 'drain', node, '--timeout', '120']);
+    expect(again.stdout).toContain(`virtualmachine/pinned -n ${ns}: stopped (evictionStrategy None)`);
+    expect(again.stdout).toContain(`node/${node} drained`);
+    expect(again.code).toBe(0);
+    expect(alive(qemuPid)).toBe(false);
+    await eventually(
+      async () => (await c.request('GET', `${api}/virtualmachineinstances/pinned`)).status === 404,
+      30_000,
+      'pinned instance gone',
+    );
+    await eventually(
+      async () => (await get(`${api}/virtualmachines/pinned`)).status?.printableStatus === 'ErrorUnschedulable',
+      30_000,
+      'pinned waiting for its node',
+    );
 
     const u = await kubevm(['node', 'uncordon', node]);
     expect(u).toMatchObject({ code: 0, stderr: '' });
@@ -493,5 +700,14 @@ describe('kubevm node drain', () => {
     expect((await c.request('GET', `/api/v1/nodes/${node}`)).json.spec?.unschedulable).toBeUndefined();
     const { m } = await migrate('after-uncordon', { vm: 'mover' });
     expect(succeeded(m)).toMatchObject({ phase: 'Succeeded', sourceNode: other, targetNode: node });
+    // pinned's run strategy starts it again there.
+    await eventually(
+      async () => {
+        const v = await get(`${api}/virtualmachines/pinned`);
+        return v.status?.node === node && v.status.instanceUID !== pinned.status.instanceUID;
+      },
+      30_000,
+      'a new instance of pinned on the reopened node',
+    );
   }, 240_000);
 });

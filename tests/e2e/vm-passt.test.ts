@@ -49,7 +49,8 @@ function fetchId(port: number): Promise<string | undefined> {
 }
 
 const vmi = () => get(`${api}/virtualmachineinstances/p`);
-const runState = (uid: string) => JSON.parse(fs.readFileSync(path.join(c.dataDir, 'nodes', 'node-0', 'run', uid, 'state.json'), 'utf8'));
+const runState = (uid: string) =>
+  JSON.parse(fs.readFileSync(path.join(c.dataDir, 'nodes', 'node-0', 'run', uid, 'state.json'), 'utf8'));
 const passtPid = (uid: string): number => runState(uid).sidecars.find((s: any) => s.kind === 'passt').process.pid;
 const condition = (o: any, type: string) => (o?.status?.conditions ?? []).find((x: any) => x.type === type);
 
@@ -67,7 +68,13 @@ beforeAll(async () => {
   guest = ensureGuest();
   for (let i = 0; i < 2; i++) P.push(await freePort());
   c = await startTestCluster();
-  rt = await startRuntime({ kubeconfigPath: c.kubeconfigPath, dataDir: c.dataDir, nodes: 1, backend: 'qemu', allowedRoots: [guest.dir] });
+  rt = await startRuntime({
+    kubeconfigPath: c.kubeconfigPath,
+    dataDir: c.dataDir,
+    nodes: 1,
+    backend: 'qemu',
+    allowedRoots: [guest.dir],
+  });
   const net0 = { apiVersion: 'kubevm.dev/v1alpha1', kind: 'Network', metadata: { name: 'podnet' }, spec: { type: 'pod' } };
   expect((await c.request('POST', `${api}/networks`, net0)).status).toBe(201);
   const vm = {
@@ -101,10 +108,14 @@ let boot: string;
 let uid: string;
 
 test('a pod interface: status.interfaces[].ipAddress is the address passt leases (what the guest got by DHCP); PasstReady; hotplugSlots reserved', async () => {
-  const vm = await eventually(async () => {
-    const v = await get(`${api}/virtualmachines/p`);
-    return v.status?.ready && v.status.interfaces?.[0]?.ipAddress ? v : undefined;
-  }, BOOT_MS, 'VM ready with an address');
+  const vm = await eventually(
+    async () => {
+      const v = await get(`${api}/virtualmachines/p`);
+      return v.status?.ready && v.status.interfaces?.[0]?.ipAddress ? v : undefined;
+    },
+    BOOT_MS,
+    'VM ready with an address',
+  );
   const inst = await vmi();
   uid = inst.metadata.uid;
   const marker = /KUBEVM-GUEST-READY hostname=\S+ ip=(\S+)/.exec(fs.readFileSync(inst.status.consoleLog, 'utf8'));
@@ -127,19 +138,31 @@ test('ports changed on the VirtualMachine are applied live: the new node port an
   const inst = await vmi();
   expect(inst.metadata.uid).toBe(uid);
   expect(inst.status.pid).toBe(runState(uid).qemu.pid);
-  const vm = await eventually(async () => {
-    const v = await get(`${api}/virtualmachines/p`);
-    return v.status?.observedGeneration === v.metadata.generation ? v : undefined;
-  }, 10_000, 'the VM status to catch up');
+  const vm = await eventually(
+    async () => {
+      const v = await get(`${api}/virtualmachines/p`);
+      return v.status?.observedGeneration === v.metadata.generation ? v : undefined;
+    },
+    10_000,
+    'the VM status to catch up',
+  );
   expect(condition(vm, 'RestartRequired')).toBeUndefined();
-  const events = (await get('/api/v1/namespaces/default/events')).items.filter((e: any) => e.involvedObject.name === 'p' && e.reason === 'PortsUpdated');
-  expect(events.map((e: any) => e.message)).toEqual([expect.stringMatching(new RegExp(`interface eth0: port forwards now tcp ${P[1]}→8081, applied live \\(a new passt`))]);
+  const events = (await get('/api/v1/namespaces/default/events')).items.filter(
+    (e: any) => e.involvedObject.name === 'p' && e.reason === 'PortsUpdated',
+  );
+  expect(events.map((e: any) => e.message)).toEqual([
+    expect.stringMatching(new RegExp(`interface eth0: port forwards now tcp ${P[1]}→8081, applied live \\(a new passt`)),
+  ]);
 }, 90_000);
 
 test('kill -9 of the passt is repaired without a restart, also after an agent restart (adoption); PasstReady reports the restarts', async () => {
   process.kill(passtPid(uid), 'SIGKILL');
   expect(await eventually(() => fetchId(P[1]), 60_000, 'the forward after the first restart')).toBe(`port8081 ${boot}`);
-  await eventually(async () => condition(await vmi(), 'PasstReady')?.message === 'interface eth0: passt restarted 1 time(s)', 30_000, 'PasstReady after one restart');
+  await eventually(
+    async () => condition(await vmi(), 'PasstReady')?.message === 'interface eth0: passt restarted 1 time(s)',
+    30_000,
+    'PasstReady after one restart',
+  );
   expect(condition(await vmi(), 'PasstReady')).toMatchObject({ status: 'True', reason: 'PasstRestarted' });
 
   await rt.restartAgent('node-0');
@@ -147,9 +170,15 @@ test('kill -9 of the passt is repaired without a restart, also after an agent re
   process.kill(pid, 'SIGKILL');
   await eventually(() => passtPid(uid) !== pid, 60_000, 'a new passt from the adopting agent');
   expect(await eventually(() => fetchId(P[1]), 60_000, 'the forward after the second restart')).toBe(`port8081 ${boot}`);
-  await eventually(async () => condition(await vmi(), 'PasstReady')?.message === 'interface eth0: passt restarted 2 time(s)', 30_000, 'PasstReady after two restarts');
+  await eventually(
+    async () => condition(await vmi(), 'PasstReady')?.message === 'interface eth0: passt restarted 2 time(s)',
+    30_000,
+    'PasstReady after two restarts',
+  );
   const inst = await vmi();
   expect(inst.metadata.uid).toBe(uid);
   expect(inst.status.phase).toBe('Running');
-  expect(inst.status.message).toMatch(/NIC eth0: its passt went away .*; a new passt was started \(behind the NIC's hub\), restart 2/);
+  expect(inst.status.message).toMatch(
+    /NIC eth0: its passt went away .*; a new passt was started \(behind the NIC's hub\), restart 2/,
+  );
 }, 150_000);

@@ -4,6 +4,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { HalError, QemuBackend, type PortForward, type VmSpec } from '../../controller/hal';
+import { passtLease } from '../../controller/hal/qemu/sidecars';
+import { passtBackoffMs } from '../../controller/hal/qemu/supervise';
 import { ensureGuest, type TestGuest } from '../guest';
 import { runOnConsole, waitConsole } from '../helpers/guest-console';
 
@@ -87,6 +89,15 @@ for p in 8080 8081; do mkdir -p /www$p; echo "port$p $b" > /www$p/id; httpd -p $
 const stateOf = (b: string, uid: string) => JSON.parse(fs.readFileSync(path.join(tmp, b, uid, 'state.json'), 'utf8'));
 const passtPid = (b: string, uid: string): number => stateOf(b, uid).sidecars.find((s: any) => s.kind === 'passt').process.pid;
 const alive = (pid: number) => fs.existsSync(`/proc/${pid}`) && !/\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+/** Sockets a process holds open. */
+const sockets = (pid: number) =>
+  fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+    } catch {
+      return false;
+    }
+  }).length;
 const backend = (dir: string, extra: Partial<ConstructorParameters<typeof QemuBackend>[0]> = {}) => {
   const b = new QemuBackend({ runRoot: path.join(tmp, dir), stopGraceMs: 10_000, ...extra });
   b.observe((s, change) => events.push(`${dir}:${s.uid}:${change}:${s.interfaces[0]?.passt ?? ''}`));
@@ -116,6 +127,16 @@ afterAll(async () => {
   }
   server?.close();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('the lease is read from passt’s start-up log (IPv4 only, the last start wins); the back-off doubles up to its cap', () => {
+  const start = (a: string) =>
+    `Failed to send 12 bytes to syslog\nDHCP:\n    assign: ${a}\n    mask: 255.255.255.0\n    router: 192.0.2.1\nNDP/DHCPv6:\n    assign: fd00::2\n`;
+  expect(passtLease(start('192.0.2.2'))).toBe('192.0.2.2');
+  expect(passtLease(start('192.0.2.2') + start('10.1.2.3'))).toBe('10.1.2.3');
+  expect(passtLease('NDP/DHCPv6:\n    assign: fd00::2\n')).toBeUndefined();
+  expect([0, 1, 2, 3, 4, 5, 6, 7].map((n) => passtBackoffMs(n))).toEqual([0, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+  expect(passtBackoffMs(2, { backoffMs: 100, maxBackoffMs: 150 })).toBe(150);
 });
 
 describe('one guest, its NIC behind a hub', () => {
@@ -151,7 +172,9 @@ describe('one guest, its NIC behind a hub', () => {
       return x.interfaces[0].passt === 'Running' && x.interfaces[0].passtRestarts === 1 ? x : undefined;
     });
     expect(s).toMatchObject({ phase: 'Running', pid: qemuPid });
-    expect(s.message).toMatch(/NIC default: its passt went away \(network backend nb-default-0 disconnected\); a new passt was started \(behind the NIC's hub\), restart 1/);
+    expect(s.message).toMatch(
+      /NIC default: its passt went away \(network backend nb-default-0 disconnected\); a new passt was started \(behind the NIC's hub\), restart 1/,
+    );
     expect(events.filter((e) => e.startsWith(`h:${H}:nic-backend-`))).toEqual([
       `h:${H}:nic-backend-lost:Restarting`,
       `h:${H}:nic-backend-renewed:Restarting`,
@@ -178,7 +201,13 @@ describe('one guest, its NIC behind a hub', () => {
     expect(stateOf('h', H).spec.nics[0].portForwards).toEqual([fwd(8081, P[1])]);
     // Overlapping sets: the new passt needs P[1] too, so the old one lets go first.
     await hub.retargetNic(H, 'default', { name: 'default', network: 'pod', portForwards: [fwd(8081, P[1]), fwd(8080, P[0])] });
-    expect(await eventually('both forwards', async () => ((await fetchText(P[1])) && (await fetchText(P[0])) ? true : undefined), 60_000)).toBe(true);
+    expect(
+      await eventually(
+        'both forwards',
+        async () => ((await fetchText(P[1])) && (await fetchText(P[0])) ? true : undefined),
+        60_000,
+      ),
+    ).toBe(true);
     expect(await fetchText(P[0])).toBe(`port8080 ${boot}`);
     expect(hub.status(H)!.interfaces[0]).toMatchObject({ passt: 'Running', passtRestarts: 1 }); // a change asked for is no restart
   }, 120_000);
@@ -187,9 +216,15 @@ describe('one guest, its NIC behind a hub', () => {
     const holder = net.createServer();
     await new Promise<void>((r) => holder.listen(P[2], '127.0.0.1', r));
     try {
-      const e = await hub.retargetNic(H, 'default', { name: 'default', network: 'pod', portForwards: [fwd(8081, P[1]), fwd(8080, P[2])] }).catch((x) => x);
+      const e = await hub
+        .retargetNic(H, 'default', { name: 'default', network: 'pod', portForwards: [fwd(8081, P[1]), fwd(8080, P[2])] })
+        .catch((x) => x);
       expect(e).toBeInstanceOf(HalError);
-      expect(e.message).toMatch(new RegExp(`nic\\.portForwards\\[1\\]: tcp port ${P[2]} on 127\\.0\\.0\\.1 cannot be forwarded: the node port is taken \\(EADDRINUSE\\); the NIC is unchanged`));
+      expect(e.message).toMatch(
+        new RegExp(
+          `nic\\.portForwards\\[1\\]: tcp port ${P[2]} on 127\\.0\\.0\\.1 cannot be forwarded: the node port is taken \\(EADDRINUSE\\); the NIC is unchanged`,
+        ),
+      );
     } finally {
       holder.close();
     }
@@ -198,9 +233,12 @@ describe('one guest, its NIC behind a hub', () => {
   }, 60_000);
 
   test('adoption keeps supervision: a passt that died while no agent ran is restarted by the adopting backend', async () => {
+    const before = sockets(qemuPid);
     await hub.close(); // the agent goes away; QEMU and passt keep running
     const old = passtPid('h', H);
     process.kill(old, 'SIGKILL');
+    // QEMU has seen passt go (and our QMP connection) once it closed both sockets: its event went to nobody.
+    await eventually('QEMU to drop the QMP and passt connections', () => sockets(qemuPid) === before - 2);
     // The next agent restarts at most once within the window (the bound, below).
     hub = backend('h', { passtRestart: { maxRestarts: 1, backoffMs: 100 } });
     const s = await hub.adopt(H);
@@ -218,7 +256,9 @@ describe('one guest, its NIC behind a hub', () => {
       return x.interfaces[0].passt === 'Failed' ? x : undefined;
     });
     expect(s.phase).toBe('Running'); // the VM runs on, without a network on that NIC
-    expect(s.message).toMatch(/NIC default: its passt ended 2 times within 600 s; not restarted again .*; the NIC has no network until the VM restarts or its port forwards change/);
+    expect(s.message).toMatch(
+      /NIC default: its passt ended 2 times within 600 s; not restarted again .*; the NIC has no network until the VM restarts or its port forwards change/,
+    );
     expect(events).toContain(`h:${H}:nic-backend-failed:Failed`);
     expect(await fetchText(P[1])).toBeUndefined();
     await hub.retargetNic(H, 'default', { name: 'default', network: 'pod', portForwards: [fwd(8080, P[3])] });

@@ -174,7 +174,14 @@ export function superviseNic(ctx: QemuInternals, vm: Vm, name: string, why: stri
       set.delete(name);
       if (!ctx.ended(vm) && !vm.detached) {
         syncNicStatus(vm, name);
-        ctx.emit(vm, outcome === 'failed' ? 'nic-backend-failed' : outcome === 'restarted' ? 'nic-backend-restarted' : 'nic-backend-superseded');
+        ctx.emit(
+          vm,
+          outcome === 'failed'
+            ? 'nic-backend-failed'
+            : outcome === 'restarted'
+              ? 'nic-backend-restarted'
+              : 'nic-backend-superseded',
+        );
       }
     }
   })();

@@ -34,7 +34,7 @@ test('picks the ready node with the most free memory that fits; explains when no
   u.observe(vmi('big', 'n2b', { memory: '7680Mi', cpu: { cores: 1 } }), false); // 512Mi left: too little
   expect(pickNode(vm({}), nodes, (n) => u.of(n), new Set())).toEqual({ node: 'n1a' });
   expect(pickNode(vm({ nodeSelector: { zone: 'b' } }), nodes, (n) => u.of(n), new Set())).toEqual({
-    error: '0/3 nodes are available: n1a: nodeSelector does not match; n2b: insufficient memory; n3b: not ready',
+    error: '0/3 nodes are available: n1a: nodeSelector does not match; n2b: insufficient memory; n3b: cordoned (unschedulable)',
   });
   expect(pickNode(vm({ cpu: { cores: 8 } }), nodes, (n) => u.of(n), new Set())).toMatchObject({ error: expect.stringContaining('n1a: insufficient cpu') });
   expect(pickNode(vm({}), nodes, (n) => u.of(n), new Set(['n2b']))).toMatchObject({ error: expect.stringContaining("n1a: the VM's volumes are on n2b") });
