@@ -7,13 +7,20 @@ import { GVR, Kube } from '../controller/runtime/kube';
  * goes away. Works where the console log is readable (the embedded cluster,
  * or on the node itself).
  */
-export async function consoleCommand(kube: Kube, namespace: string, vm: string, follow: boolean, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function consoleCommand(
+  kube: Kube,
+  namespace: string,
+  vm: string,
+  follow: boolean,
+  out: NodeJS.WritableStream = process.stdout,
+  signal?: AbortSignal,
+): Promise<number> {
   const vmi = await kube.tryGet(GVR.vmi, namespace, vm);
   if (!vmi) {
     process.stderr.write(`kubevm: VirtualMachine ${namespace}/${vm} has no running instance\n`);
     return 1;
   }
-  const file: string | undefined = vmi.status?.consoleLog;
+  let file: string = vmi.status?.consoleLog;
   if (!file || !fs.existsSync(file)) {
     process.stderr.write(`kubevm: the instance of ${namespace}/${vm} has no console log on this machine yet${file ? ` (${file})` : ''}\n`);
     return 1;
@@ -43,6 +50,19 @@ export async function consoleCommand(kube: Kube, namespace: string, vm: string, 
     }, 200);
     const check = setInterval(async () => {
       const now = await kube.tryGet(GVR.vmi, namespace, vm).catch(() => undefined);
+      // After a live migration the instance's console is the target node's log: follow it from its start.
+      const moved = now?.metadata.uid === uid && now.status?.consoleLog && now.status.consoleLog !== file;
+      if (moved && fs.existsSync(now.status.consoleLog)) {
+        try {
+          pump();
+        } catch {
+          /* the source's log is gone already */
+        }
+        file = now.status.consoleLog;
+        pos = 0;
+        process.stderr.write(`\nkubevm: ${namespace}/${vm} migrated to ${now.status.nodeName}; following its console there\n`);
+        return;
+      }
       if (!now || now.metadata.uid !== uid) {
         clearInterval(tick);
         clearInterval(check);
@@ -51,10 +71,12 @@ export async function consoleCommand(kube: Kube, namespace: string, vm: string, 
         resolve(0);
       }
     }, 1000);
-    process.once('SIGINT', () => {
+    const stop = () => {
       clearInterval(tick);
       clearInterval(check);
       resolve(0);
-    });
+    };
+    process.once('SIGINT', stop);
+    signal?.addEventListener('abort', stop, { once: true });
   });
 }

@@ -1,6 +1,8 @@
 import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
+import { Kube } from '../../controller/runtime/kube';
 import { startTestCluster, TestCluster, eventually, tempDir } from '../helpers/cluster';
 import { openWatch, type WatchStream } from '../helpers/watch';
 import { consoleText, runOnConsole, waitConsole, type ConsoleVm } from '../helpers/guest-console';
@@ -315,6 +317,18 @@ describe('live migration between the two node agents', () => {
     bootId = (await waitConsole(() => src, /BOOT-ID=(\S+)\r?\n/, BOOT_MS))[1];
     await waitConsole(() => src, /COUNT=3\r?\n/, BOOT_MS);
     const before = counts(consoleText(src)).at(-1)!;
+    // `kubevm console mover` (follow) from before the move: it must carry on with the target's console.
+    const { consoleCommand } = await import('../../cli/console');
+    const followed: string[] = [];
+    const stopFollowing = new AbortController();
+    const following = consoleCommand(
+      Kube.fromFile(c.kubeconfigPath),
+      ns,
+      'mover',
+      true,
+      new Writable({ write: (chunk, _enc, cb) => (followed.push(String(chunk)), cb()) }),
+      stopFollowing.signal,
+    );
     // Follow the source's console until its run directory is removed after the switch-over.
     let lastOnSource = before;
     const tail = setInterval(() => {
@@ -350,6 +364,9 @@ describe('live migration between the two node agents', () => {
       'the VM status names the new node',
     );
     expect(after.status.instanceUID).toBe(uid);
+    await eventually(async () => (Math.max(...counts(followed.join(''))) > lastOnSource ? true : undefined), 30_000, 'kubevm console to follow the guest onto the target');
+    stopFollowing.abort();
+    expect(await following).toBe(0);
     const vmi = await get(`${api}/virtualmachineinstances/mover`);
     expect(vmi.metadata.uid).toBe(uid);
     expect(vmi.spec.nodeName).toBe(to);
