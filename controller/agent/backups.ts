@@ -102,7 +102,7 @@ export class BackupRunner {
 
   // ---- backups ------------------------------------------------------------------------
 
-  /** The VM's chain directory: <target or backupDir>/<namespace>/<vm>/ (each disk's points in <disk>/). */
+  /** The chain's directory: <target or backupDir>/<namespace>/<vm>/<policy|on-demand>/ (each disk's points in <disk>/). */
   private vmDir(b: any): string {
     let root = this.opts.backupDir;
     if (b.spec.target?.path) {
@@ -112,7 +112,8 @@ export class BackupRunner {
         throw new Error(`spec.target.path: ${(e as Error).message}`);
       }
     }
-    return path.join(root, b.metadata.namespace, b.spec.vm);
+    // One directory per chain (policy, or on-demand): chains keep their own points and dirty bitmaps.
+    return path.join(root, b.metadata.namespace, b.spec.vm, b.spec.policy || 'on-demand');
   }
 
   /** Backups of the same chain: same VM, same policy (or none), same target. */
@@ -202,6 +203,7 @@ export class BackupRunner {
           disks: plan.disks.map((d) => d.name),
           ...(plan.type === 'Incremental' ? { base: Object.fromEntries(plan.disks.map((d) => [d.name, d.baseManifest!])) } : {}),
           pointId: plan.pointId,
+          otherChains: plan.otherChains,
         });
       } catch (e) {
         // The data path removes what it wrote; a point without a manifest does not exist anyway.
@@ -282,7 +284,23 @@ export class BackupRunner {
       };
     });
     const pointId = b.metadata.name.length <= 100 ? b.metadata.name : b.metadata.uid;
-    return { type, reason, disks, dir: this.vmDir(b), pointId, base: type === 'Incremental' ? (base.metadata.name as string) : undefined };
+    // Other chains of this VM (other policies, on-demand): their bitmaps must survive this point.
+    const dir = this.vmDir(b);
+    const otherChains = [
+      ...new Set(
+        [...this.backups.list()]
+          .filter((o) => o.metadata.namespace === ns && o.spec.vm === b.spec.vm && o.status?.phase === 'Succeeded')
+          .map((o) => {
+            try {
+              return this.vmDir(o);
+            } catch {
+              return undefined; // a target outside the allowed roots never got points
+            }
+          })
+          .filter((d): d is string => !!d && d !== dir),
+      ),
+    ];
+    return { type, reason, disks, dir, otherChains, pointId, base: type === 'Incremental' ? (base.metadata.name as string) : undefined };
   }
 
   private async vmDisks(ns: string, vm: string): Promise<any[]> {

@@ -60,6 +60,12 @@ export interface BackupRequest {
   base?: Record<string, string>;
   /** Point id (file name stem, shared by all disks of the run); default: UTC time + random suffix. */
   pointId?: string;
+  /**
+   * Target directories of other chains of the same disks (another policy, on-demand backups): their
+   * newest points' bitmaps are kept, so those chains stay incremental. Default: none (this backup's
+   * new bitmap replaces every older kubevm bitmap of the disk).
+   */
+  otherChains?: string[];
   /** Copy rate limit, bytes per second (default unlimited). */
   bytesPerSecond?: number;
   /** Called about once a second per disk while data is copied. */

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import type { SimBackend } from '../../controller/hal';
 
 /**
@@ -59,14 +60,7 @@ function simOf(node: string): SimBackend {
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 2,
-    backend: 'sim',
-    nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 },
-    sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, backupMs: 400 } },
-  });
+  rt = await startSimRuntime(c, { nodes: 2, nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 }, sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, backupMs: 400 } } });
 }, 60_000);
 
 afterAll(async () => {
@@ -295,4 +289,19 @@ test('a Volume restored from a backup waits for the backup to succeed, and fails
     return v.status?.phase === 'Ready' ? v : undefined;
   }, 20_000, 'from-slow Ready');
   expect(ready.status.nodeName).toBe((await get(`${api}/backups/gamma-slow`)).status.node);
+});
+
+test('two chains of one VM (a policy and on-demand backups) keep their own bitmaps: each stays incremental', async () => {
+  await vm('eps');
+  await running('eps');
+  expect((await backup('eps-d1', { vm: 'eps' })).status.type).toBe('Full');
+  expect((await backup('eps-p1', { vm: 'eps', policy: 'nightly' })).status.type).toBe('Full');
+  const d2 = await backup('eps-d2', { vm: 'eps' });
+  expect(d2.status).toMatchObject({ phase: 'Succeeded', type: 'Incremental' });
+  expect(d2.status.disks[0].base).toBe('eps-d1');
+  const p2 = await backup('eps-p2', { vm: 'eps', policy: 'nightly' });
+  expect(p2.status).toMatchObject({ phase: 'Succeeded', type: 'Incremental' });
+  expect(p2.status.disks[0].base).toBe('eps-p1');
+  expect(p2.status.disks[0].manifest).toContain('/eps/nightly/root/');
+  expect(d2.status.disks[0].manifest).toContain('/eps/on-demand/root/');
 });

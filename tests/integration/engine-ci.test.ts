@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as YAML from 'yaml';
 import { startTestCluster, TestCluster, tempDir } from '../helpers/cluster';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { runEngine } from '../../engine/engine';
 
 /**
@@ -121,14 +122,7 @@ describe('the local-engine commands against a real cluster', () => {
 
   beforeAll(async () => {
     c = await startTestCluster();
-    rt = await startRuntime({
-      kubeconfigPath: c.kubeconfigPath,
-      dataDir: c.dataDir,
-      nodes: 1,
-      backend: 'sim',
-      sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0 } },
-      nodeCapacity: { cpu: 16, memoryBytes: 16 * 2 ** 30 },
-    });
+    rt = await startSimRuntime(c, { nodeCapacity: { cpu: 16, memoryBytes: 16 * 2 ** 30 } });
     stateDir = tempDir();
     // What the self-hosted runner's job env provides, pointed at this test's cluster and a temporary state directory.
     env = { KUBECONFIG: c.kubeconfigPath, KUBEVM_STATE_DIR: stateDir, KUBEVM_STATE_PASSPHRASE: 'ci-test-passphrase' };

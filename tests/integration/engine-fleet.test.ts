@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startTestCluster, TestCluster, tempDir } from '../helpers/cluster';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { runEngine, type EngineOptions } from '../../engine/engine';
 
 /**
@@ -63,14 +64,7 @@ const EXPECTED: Record<
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 1,
-    backend: 'sim',
-    sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0 } },
-    nodeCapacity: { cpu: 16, memoryBytes: 16 * 2 ** 30 },
-  });
+  rt = await startSimRuntime(c, { nodeCapacity: { cpu: 16, memoryBytes: 16 * 2 ** 30 } });
   dir = tempDir();
   opts = {
     programDir: PROGRAM,

@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startTestCluster, TestCluster, tempDir } from '../helpers/cluster';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { runEngine, type EngineOptions } from '../../engine/engine';
 import { engineCommand } from '../../engine/cli';
 
@@ -27,13 +28,7 @@ const cli = (op: 'up' | 'preview' | 'refresh' | 'destroy', ...args: string[]) =>
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 1,
-    backend: 'sim',
-    sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0 } },
-  });
+  rt = await startSimRuntime(c);
   statePath = path.join(tempDir(), 'state.json');
   opts = { programDir: PROGRAM, statePath, kubeconfig: c.kubeconfigPath, out: (l) => lines.push(l) };
 }, 60_000);

@@ -546,6 +546,39 @@ describe('raw disks through the qcow2 metadata overlay', () => {
   });
 });
 
+describe('two chains of one disk (another policy, on-demand backups)', () => {
+  test('each keeps its own bitmap when the other names it in otherChains: both stay incremental and restore', async () => {
+    const d: DiskSpec = { name: 'data', path: path.join(tmp, 'two-chains.qcow2'), format: 'qcow2', bus: 'virtio' };
+    img('create', '-q', '-f', 'qcow2', d.path, String(SIZE));
+    const r = new Reference(path.join(tmp, 'two-chains.raw'));
+    const s = vm('bk-two', [d]);
+    const [A, B] = [path.join(tmp, 'chains', 'a'), path.join(tmp, 'chains', 'b')];
+    await b.start(s);
+    try {
+      await write(s.uid, 'data', r, 0, 256 * 1024, 0x11);
+      expect(one(await b.backup({ uid: s.uid }, { targetDir: A, type: 'Full', pointId: 'a0', otherChains: [B] })).type).toBe('Full');
+      expect(one(await b.backup({ uid: s.uid }, { targetDir: B, type: 'Full', pointId: 'b0', otherChains: [A] })).type).toBe('Full');
+      const names = (await b.changeTracking({ uid: s.uid }))[0].bitmaps.map((x) => x.name).sort();
+      expect(names).toEqual(['kubevm-a0', 'kubevm-b0']);
+      await write(s.uid, 'data', r, 5 * MiB, 64 * 1024, 0x22);
+      const a1 = one(await b.backup({ uid: s.uid }, { targetDir: A, type: 'Incremental', pointId: 'a1', otherChains: [B] }));
+      expect(a1).toMatchObject({ type: 'Incremental', chain: ['a0', 'a1'], copiedBytes: 64 * 1024 });
+      const expected = r.snapshot('a1');
+      const b1 = one(await b.backup({ uid: s.uid }, { targetDir: B, type: 'Incremental', pointId: 'b1', otherChains: [A] }));
+      expect(b1).toMatchObject({ type: 'Incremental', chain: ['b0', 'b1'], copiedBytes: 64 * 1024 });
+      await restoreAndCompare(a1.point, expected);
+      await restoreAndCompare(b1.point, expected);
+      // Without otherChains (the default), a new point retires every older bitmap: the other chain starts over.
+      await b.backup({ uid: s.uid }, { targetDir: A, type: 'Incremental', pointId: 'a2' });
+      const c = one(await b.backup({ uid: s.uid }, { targetDir: B, type: 'Incremental', pointId: 'b2' }));
+      expect(c).toMatchObject({ type: 'Full', reason: 'BaseMissing' }); // B's base has no bitmap any more
+    } finally {
+      await b.kill(s.uid).catch(() => undefined);
+      await b.cleanup(s.uid).catch(() => undefined);
+    }
+  });
+});
+
 describe('sim backend: the same bookkeeping without QEMU', () => {
   test('full, incremental, crash → BitmapInconsistent, one at a time, restore and tamper detection', async () => {
     const sim = new SimBackend({ delays: { startMs: 5, guestReadyMs: 5, stopMs: 5, jitter: 0, backupMs: 50 } });

@@ -1,5 +1,6 @@
 import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { Kube } from '../../controller/runtime/kube';
 import { drainNode } from '../../controller/drain';
 
@@ -52,14 +53,7 @@ async function done(name: string, timeoutMs = 20_000): Promise<any> {
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 3,
-    backend: 'sim',
-    nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 },
-    sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, migrateMs: 1500, backupMs: 1500 } },
-  });
+  rt = await startSimRuntime(c, { nodes: 3, nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 }, sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, migrateMs: 1500, backupMs: 1500 } } });
   kube = Kube.fromFile(c.kubeconfigPath);
 }, 60_000);
 

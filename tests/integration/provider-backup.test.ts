@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startTestCluster, TestCluster, eventually, tempDir } from '../helpers/cluster';
 import { startProvider, ProviderHarness, DIFF_NONE, DIFF_SOME } from '../helpers/provider';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { runEngine, type EngineOptions } from '../../engine/engine';
 import { UNKNOWN } from '../../provider/values';
 
@@ -62,14 +63,7 @@ async function up(type: string, name: string, news: any, timeout = 0) {
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 1,
-    backend: 'sim',
-    nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 },
-    sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, backupMs: 200 } },
-  });
+  rt = await startSimRuntime(c, { nodeCapacity: { cpu: 32, memoryBytes: 64 * 1024 ** 3 }, sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0, backupMs: 200 } } });
   p = await startProvider({ kubeconfigPath: c.kubeconfigPath, project: 'backup-test' });
   await vm('db');
   await vm('web');

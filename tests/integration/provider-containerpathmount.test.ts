@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
 import { startProvider, ProviderHarness, DIFF_NONE, DIFF_SOME } from '../helpers/provider';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { providerPb, fromStruct, toStruct } from '../../provider/proto';
 import { UNKNOWN } from '../../provider/values';
 import { AUTONAMED, MANAGED_ANNOTATIONS, MANAGED_LABELS } from '../../provider/resources/common';
@@ -42,14 +43,7 @@ async function checkSeeded(type: string, name: string, news: any, olds: any, see
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 1,
-    backend: 'sim',
-    sim: { delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0 } },
-    nodeCapacity: { cpu: 32, memoryBytes: 32 * 1024 ** 3 },
-  });
+  rt = await startSimRuntime(c);
   shared = path.join(c.dataDir, 'shared'); // the runtime's default allowed root
   for (const d of ['site', 'site2']) fs.mkdirSync(path.join(shared, d), { recursive: true });
   p = await startProvider({ kubeconfigPath: c.kubeconfigPath, project: 'cpm-test' });

@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startTestCluster, TestCluster, tempDir } from '../helpers/cluster';
 import { startProvider, ProviderHarness } from '../helpers/provider';
-import { startRuntime, Runtime } from '../../cluster/runtime';
+import type { Runtime } from '../../cluster/runtime';
+import { startSimRuntime } from '../helpers/runtime';
 import { SIM_CAPABILITIES } from '../../controller/hal/sim/backend';
 import { runEngine, type EngineOptions } from '../../engine/engine';
 import { SECRET_SIG, SIG_KEY, secret, isSecret } from '../../provider/values';
@@ -41,14 +42,7 @@ async function up(type: string, name: string, news: any, timeout = 0) {
 
 beforeAll(async () => {
   c = await startTestCluster();
-  rt = await startRuntime({
-    kubeconfigPath: c.kubeconfigPath,
-    dataDir: c.dataDir,
-    nodes: 2,
-    backend: 'sim',
-    nodeCapacity: { cpu: 4, memoryBytes: 2 * 1024 ** 3 },
-    sim: { capabilities: CAPS, delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0 } },
-  });
+  rt = await startSimRuntime(c, { nodes: 2, nodeCapacity: { cpu: 4, memoryBytes: 2 * 1024 ** 3 }, sim: { capabilities: CAPS, delays: { startMs: 20, guestReadyMs: 50, stopMs: 20, jitter: 0 } } });
   p = await startProvider({ kubeconfigPath: c.kubeconfigPath, launch: 'shimless', project: 'functions-test' });
 }, 90_000);
 

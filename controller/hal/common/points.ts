@@ -360,3 +360,20 @@ export function restoreDest(req: { format?: unknown; dest?: unknown }): string {
     throw new HalError('Invalid', `dest: ${e.message}`);
   }
 }
+
+/**
+ * The bitmaps a new point makes obsolete: every kubevm bitmap of the disk except those counting from a
+ * point of another chain that is still in use (`otherChains`: their target directories, e.g. another
+ * policy backing up the same disk), so each chain's next backup can still be incremental.
+ */
+export function supersededBitmaps(
+  bitmaps: readonly { name: string; point?: string }[],
+  disk: string,
+  otherChains: readonly string[] = [],
+  keep: readonly string[] = [],
+): string[] {
+  const others = otherChains.map((t) => chainDirOf(t, disk));
+  return bitmaps
+    .filter((b) => b.point !== undefined && !keep.includes(b.name) && !others.some((dir) => fs.existsSync(path.join(dir, `${b.point}.json`))))
+    .map((b) => b.name);
+}

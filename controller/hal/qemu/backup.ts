@@ -69,6 +69,7 @@ import {
   type LoadedPoint,
   type PointPaths,
   restoreDest,
+  supersededBitmaps,
 } from '../common/points';
 import { convertImage, createQcow2, imageInUse, removeBitmap } from '../common/qemuimg';
 import type { QmpClient, QmpEvent } from '../common/qmp';
@@ -273,7 +274,7 @@ export class QemuBackups {
       baseChain,
       trackable,
       virtualSize: st.virtualSize,
-      oldBitmaps: st.bitmaps.filter((b) => b.point !== undefined && !plan.dropNow.includes(b.name)).map((b) => b.name),
+      oldBitmaps: supersededBitmaps(st.bitmaps, d.name, req.otherChains, plan.dropNow),
       targetNode: `kvbt${short(`${chainDir}/${pointId}`)}`,
       jobId: `kvbk-${short(`${chainDir}/${pointId}`)}`,
       copiedBytes: 0,

@@ -32,6 +32,7 @@ import {
   writeManifest,
   type LoadedPoint,
   restoreDest,
+  supersededBitmaps,
 } from '../common/points';
 import { HalError, type DiskSpec } from '../types';
 
@@ -218,7 +219,11 @@ export class SimBackups {
       });
       // The new bitmap replaces the old ones, once every manifest is written.
       for (const { d } of plans)
-        if (this.trackable(d)) this.state(d.path).bitmaps = [{ name: bitmapName(pointId), inconsistent: false }];
+        if (this.trackable(d)) {
+          const st = this.state(d.path);
+          const gone = supersededBitmaps(this.bitmaps(d), d.name, req.otherChains);
+          st.bitmaps = [...st.bitmaps.filter((b) => !gone.includes(b.name) && !b.inconsistent), { name: bitmapName(pointId), inconsistent: false }];
+        }
       return {
         pointId,
         mode: live ? 'live' : 'offline',
