@@ -162,8 +162,7 @@ export class KubevmProvider {
         const r = resourceFor(req.getUrn());
         const props = fromStruct(req.getProperties()) ?? {};
         if (req.getPreview()) {
-          const p = plain(props);
-          return new PB.CreateResponse().setId(`${p.namespace}/${p.name}`).setProperties(toStruct(r.previewResult(props)));
+          return new PB.CreateResponse().setId(r.previewId(props)).setProperties(toStruct(r.previewResult(props)));
         }
         const ctx = this.ctx(req.getUrn());
         const { id, obj } = await r.create(ctx, props, this.timeout(req.getTimeout(), r.defaultTimeoutMs));

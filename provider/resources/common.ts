@@ -303,6 +303,12 @@ export abstract class CrdResource {
     return { ...wrapSecrets(inputs, this.secretKeys, rawInputs), ...this.outputs(obj) };
   }
 
+  /** The id a create will return (previews show it too). */
+  previewId(raw: Props): string {
+    const p = plain(raw);
+    return `${p.namespace}/${p.name}`;
+  }
+
   previewResult(rawInputs: Props): Props {
     const out: Props = wrapSecrets(rawInputs, this.secretKeys, rawInputs);
     for (const k of this.outputKeys) out[k] = UNKNOWN;

@@ -17,7 +17,7 @@ export const RESOURCES: Map<string, CrdResource> = new Map(
  */
 export type ProviderResource = Pick<
   CrdResource,
-  'token' | 'defaultTimeoutMs' | 'check' | 'diff' | 'previewResult' | 'previewUpdate' | 'create' | 'result' | 'read' | 'update' | 'delete'
+  'token' | 'defaultTimeoutMs' | 'check' | 'diff' | 'previewId' | 'previewResult' | 'previewUpdate' | 'create' | 'result' | 'read' | 'update' | 'delete'
 >;
 
 /** Resources without a CRD of their own, by type token (schema.json spells their properties out explicitly). */

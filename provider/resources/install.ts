@@ -443,6 +443,12 @@ export class Install {
     return out;
   }
 
+  /** The id a create will return (previews show it too). */
+  previewId(raw: Props): string {
+    const ns = plain(raw).namespace;
+    return typeof ns === 'string' ? `${ns}/${INSTALL_CONFIGMAP}` : `${INSTALL_DEFAULT_NAMESPACE}/${INSTALL_CONFIGMAP}`;
+  }
+
   async create(ctx: OpContext, raw: Props, timeoutMs: number): Promise<{ id: string; obj: InstallOutcome }> {
     const s = settingsOf(plain(raw));
     const id = `${s.namespace}/${INSTALL_CONFIGMAP}`;

@@ -105,6 +105,7 @@ describe('embedded mode', () => {
     ({ inputs } = await p.check(INSTALL, 'kubevm', { allowedRoots: ['/srv/kubevm'] }));
     const preview = await p.create(INSTALL, 'kubevm', inputs, { preview: true });
     expect(preview.props).toMatchObject({ effectiveMode: UNKNOWN, components: UNKNOWN, message: UNKNOWN, crds: CRD_NAMES });
+    expect(preview.id).toBe(ID); // the id the create will have
     expect(await exists(['namespace', 'kubevm-system'])).toBe(false); // a preview changes nothing
 
     const made = await p.create(INSTALL, 'kubevm', inputs);
