@@ -27,6 +27,7 @@ const DIGEST = 32;
 const RECORD = 4 + DIGEST; // delta record: u32 chunk index (big-endian) + digest
 const WINDOW = 16; // chunks read ahead while one is hashed
 const STREAM_CHUNKS = 32 * 1024; // digests per block when streaming a sums file
+const SPAN_CHUNKS = 32; // chunks per read when hashing a whole image (2 MiB)
 
 const zeroDigests = new Map<number, Buffer>();
 function zeroDigest(len: number): Buffer {
@@ -139,6 +140,69 @@ class ContentReader {
     return filled ? out : undefined;
   }
 
+  /**
+   * Reads chunks [first, first + count) into buf (count × CHUNK_SIZE bytes) in as few reads as the map
+   * allows; says per chunk whether any data was there (else it is all zeros, known from the map alone).
+   */
+  async readSpan(first: number, count: number, buf: Buffer): Promise<boolean[]> {
+    const start = first * CHUNK_SIZE;
+    const end = Math.min(start + count * CHUNK_SIZE, this.virtualSize);
+    const filled: boolean[] = new Array(count).fill(false);
+    let zeroed = false;
+    for (let i = this.firstExtent(start); i < this.extents.length; i++) {
+      const e = this.extents[i];
+      if (e.start >= end) break;
+      if (e.zero || !e.data || !e.present) continue;
+      if (e.compressed || e.offset === undefined)
+        throw new Error(`${this.what}: extent at ${e.start} has no plain host offset (compressed or encrypted); cannot checksum it`);
+      if (!zeroed) {
+        buf.fill(0, 0, end - start); // holes and zero extents between the data read below
+        zeroed = true;
+      }
+      const from = Math.max(start, e.start);
+      const to = Math.min(end, e.start + e.length);
+      for (let c = Math.floor((from - start) / CHUNK_SIZE); c <= Math.floor((to - 1 - start) / CHUNK_SIZE); c++) filled[c] = true;
+      const layer = this.layers[e.depth];
+      if (!layer) throw new Error(`${this.what}: map names layer ${e.depth}, the chain has ${this.layers.length}`);
+      let pos = 0;
+      const len = to - from;
+      while (pos < len) {
+        const at = e.offset + (from - e.start) + pos;
+        const { bytesRead } = await layer.read(buf, from - start + pos, len - pos, at);
+        if (bytesRead === 0) throw new Error(`${this.what}: layer ${e.depth} ends before offset ${at} (truncated image)`);
+        pos += bytesRead;
+      }
+    }
+    return filled;
+  }
+
+  /** Digests of every chunk, in order: 2 MiB spans, the next one read while this one is hashed. */
+  async allDigests(put: (index: number, digest: Buffer) => void): Promise<number> {
+    const total = this.chunks;
+    const bufs = [Buffer.allocUnsafe(SPAN_CHUNKS * CHUNK_SIZE), Buffer.allocUnsafe(SPAN_CHUNKS * CHUNK_SIZE)];
+    const load = (first: number, buf: Buffer) => {
+      const p = this.readSpan(first, Math.min(SPAN_CHUNKS, total - first), buf);
+      p.catch(() => undefined); // awaited below, in order
+      return p;
+    };
+    let hashed = 0;
+    let next = total > 0 ? load(0, bufs[0]) : undefined;
+    for (let first = 0, k = 0; first < total; first += SPAN_CHUNKS, k++) {
+      const filled = await next!;
+      const buf = bufs[k % 2];
+      if (first + SPAN_CHUNKS < total) next = load(first + SPAN_CHUNKS, bufs[(k + 1) % 2]);
+      for (let j = 0; j < filled.length; j++) {
+        const i = first + j;
+        const len = Math.min(CHUNK_SIZE, this.virtualSize - i * CHUNK_SIZE);
+        if (filled[j]) {
+          put(i, createHash('sha256').update(buf.subarray(j * CHUNK_SIZE, j * CHUNK_SIZE + len)).digest());
+          hashed++;
+        } else put(i, zeroDigest(len));
+      }
+    }
+    return hashed;
+  }
+
   /** Digests of the given chunks, in order, with WINDOW reads in flight. */
   async digests(indexes: Iterable<number>, put: (index: number, digest: Buffer) => void): Promise<number> {
     const it = indexes[Symbol.iterator]();
@@ -167,10 +231,6 @@ class ContentReader {
   }
 }
 
-function* range(n: number): Generator<number> {
-  for (let i = 0; i < n; i++) yield i;
-}
-
 export interface ImageChecksum {
   virtualSize: number;
   checksum: string;
@@ -193,7 +253,7 @@ export async function imageChecksum(image: string, format: string, sumsPath?: st
       if (out !== undefined && used) fs.writeSync(out, block, 0, used);
       used = 0;
     };
-    const hashedChunks = await r.digests(range(r.chunks), (_i, d) => {
+    const hashedChunks = await r.allDigests((_i, d) => {
       outer.update(d);
       d.copy(block, used);
       used += DIGEST;
