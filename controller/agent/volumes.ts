@@ -5,6 +5,7 @@ import { GVR, Kube, isConflict } from '../runtime/kube';
 import { WorkQueue } from '../runtime/queue';
 import { Store } from '../controller/caches';
 import { confinePath } from '../hal/common/paths';
+import { cbtOverlayPath } from '../hal/qemu/cbt';
 import { parseQuantity } from '../controller/scheduler';
 import { VOLUME_PROTECTION, VOLUME_STORAGE } from '../controller/storage';
 import { ignoreGone } from '../runtime/status';
@@ -43,6 +44,7 @@ export class VolumeProvisioner {
       const fin: string[] = v.metadata.finalizers ?? [];
       if (fin.includes(VOLUME_PROTECTION) || !fin.includes(VOLUME_STORAGE)) return; // still in use, or not ours
       fs.rmSync(file, { force: true });
+      fs.rmSync(cbtOverlayPath(file), { force: true }); // a raw disk's change-tracking overlay, if it had one
       await this.kube
         .mergePatch(GVR.volume, v.metadata.namespace, v.metadata.name, { metadata: { finalizers: fin.filter((f) => f !== VOLUME_STORAGE), resourceVersion: v.metadata.resourceVersion } })
         .catch(ignoreGone);

@@ -339,3 +339,18 @@ test('a Volume that was never placed on a node can be deleted (no agent holds a 
   expect((await c.request('DELETE', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes/orphan-clone`)).status).toBe(200);
   await eventually(async () => ((await c.request('GET', `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes/orphan-clone`)).status === 404 ? true : undefined), 10_000, 'orphan-clone gone');
 });
+
+test('deleting a raw Volume also removes its change-tracking overlay', async () => {
+  const base = `/apis/kubevm.dev/v1alpha1/namespaces/${ns}/volumes`;
+  expect((await c.request('POST', base, { apiVersion: 'kubevm.dev/v1alpha1', kind: 'Volume', metadata: { name: 'raw-cbt' }, spec: { size: '4Mi', format: 'raw', source: { blank: {} } } })).status).toBe(201);
+  const v = await eventually(async () => {
+    const x = (await c.request('GET', `${base}/raw-cbt`)).json;
+    return x.status?.phase === 'Ready' ? x : undefined;
+  }, 10_000, 'raw-cbt Ready');
+  const overlay = `${v.status.path}.cbt.qcow2`; // what the qemu backend makes for a tracked raw disk
+  fs.writeFileSync(overlay, 'overlay');
+  expect((await c.request('DELETE', `${base}/raw-cbt`)).status).toBe(200);
+  await eventually(async () => ((await c.request('GET', `${base}/raw-cbt`)).status === 404 ? true : undefined), 10_000, 'raw-cbt gone');
+  expect(fs.existsSync(v.status.path)).toBe(false);
+  expect(fs.existsSync(overlay)).toBe(false);
+});
