@@ -71,7 +71,10 @@ export class Caches {
 
   readonly usage: NodeUsage;
 
-  constructor(kube: Kube, measure: (spec: any) => { cpu: number; mem: number }) {
+  constructor(
+    kube: Kube,
+    private readonly measure: (spec: any) => { cpu: number; mem: number },
+  ) {
     this.vms = new Store(kube.informer(GVR.vm));
     this.vmis = new Store(kube.informer(GVR.vmi));
     this.usage = new NodeUsage(measure);
@@ -86,6 +89,23 @@ export class Caches {
     this.backups = new Store(kube.informer(GVR.backup));
     this.restores = new Store(kube.informer(GVR.restore));
     this.migrations = new Store(kube.informer(GVR.migration));
+  }
+
+  /**
+   * CPU and memory held on a node: its instances, plus the instances migrating to it (their target copy
+   * runs there before the switch-over), so nothing is scheduled into room a migration has taken.
+   */
+  usedOn(node: string): { cpu: number; mem: number } {
+    const u = { ...this.usage.of(node) };
+    for (const m of this.migrations.list()) {
+      if (m.status?.targetNode !== node || !['PreparingTarget', 'TargetReady', 'Running'].includes(m.status?.phase)) continue;
+      const vmi = this.vmis.get(`${m.metadata.namespace}/${m.spec?.vm}`);
+      if (!vmi || vmi.spec?.nodeName === node) continue;
+      const r = this.measure(vmi.spec);
+      u.cpu += r.cpu;
+      u.mem += r.mem;
+    }
+    return u;
   }
 
   all(): Store[] {

@@ -116,7 +116,7 @@ export class MigrationReconciler {
       if (!m.spec.blockMigration && !shared.size)
         return fail('Unschedulable', `no other node shares storage with ${source}${domain ? ` (storage domain ${domain})` : ''}: set spec.blockMigration to copy the disks`);
       const networks = [...this.caches.networks.list()].filter((n) => n.metadata.namespace === ns).map((n) => ({ name: n.metadata.name, type: n.spec?.type ?? 'pod' }));
-      const picked = pickNode({ ...vm, spec: vmi.spec }, candidates, (n) => this.caches.usage.of(n), shared, networks);
+      const picked = pickNode({ ...vm, spec: vmi.spec }, candidates, (n) => this.caches.usedOn(n), shared, networks);
       if ('error' in picked) return fail('Unschedulable', picked.error);
       await this.status(m, { phase: 'PreparingTarget', message: `starting the target instance on ${picked.node}`, targetNode: picked.node });
       await recordEvent(this.kube, m, 'Normal', 'TargetChosen', `migrating ${m.spec.vm} from ${source} to ${picked.node}`);

@@ -87,7 +87,7 @@ export class VolumeReconciler {
     if (!isDeepStrictEqual(status, v.status)) await this.status(v, status);
   }
 
-  /** A clone lives where its source is, a restore where its backup is; otherwise the ready node with the fewest volumes. */
+  /** A clone lives where its source is, a restore where its backup is; otherwise the ready, uncordoned node with the fewest volumes. */
   private placeVolume(v: any): string | undefined {
     const src = v.spec.source?.clone?.volume;
     if (src) return this.caches.volumes.get(`${v.metadata.namespace}/${src}`)?.status?.nodeName;
@@ -95,7 +95,7 @@ export class VolumeReconciler {
     if (backup) return this.caches.backups.get(`${v.metadata.namespace}/${backup}`)?.status?.node;
     const counts = new Map<string, number>();
     for (const n of this.caches.nodes.list())
-      if ((n.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True') && n.metadata.annotations?.['kubevm.dev/backends'])
+      if ((n.status?.conditions ?? []).some((c: any) => c.type === 'Ready' && c.status === 'True') && !n.spec?.unschedulable && n.metadata.annotations?.['kubevm.dev/backends'])
         counts.set(n.metadata.name, 0);
     for (const o of this.caches.volumes.list()) if (counts.has(o.status?.nodeName)) counts.set(o.status.nodeName, counts.get(o.status.nodeName)! + 1);
     return [...counts.entries()].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0];

@@ -197,7 +197,7 @@ export class VmReconciler {
       return { created: false, printable: 'ErrorUnschedulable', reason: 'InvalidSpec', message: `spec.memory: ${JSON.stringify(vm.spec.memory)} is below the minimum of 16Mi` };
     const r = this.resolve(vm);
     if (r.error) return { created: false, ...r.error };
-    const placed = pickNode(vm, [...this.caches.nodes.list()], (n) => this.caches.usage.of(n), r.nodes, r.networks);
+    const placed = pickNode(vm, [...this.caches.nodes.list()], (n) => this.caches.usedOn(n), r.nodes, r.networks);
     if ('error' in placed) return { created: false, printable: 'ErrorUnschedulable', reason: 'Unschedulable', message: placed.error };
     const template = this.templateOf(vm);
     const vmi = {

@@ -195,3 +195,20 @@ test('moving a running interface to another Network re-targets the NIC in place:
   const sim = rt.agents.find((a) => a.nodeName === v.status.node)!['opts'].backend;
   expect(sim.status(v.status.instanceUID)?.phase).toBe('Running');
 });
+
+test('the target node counts a VM migrating to it, so nothing is scheduled into the room the migration took', async () => {
+  const v = await vm('m5', { memory: '512Mi' });
+  await post('migrations', { kind: 'Migration', metadata: { name: 'mig-5' }, spec: { vm: 'm5' } });
+  const running = await eventually(async () => {
+    const m = await get(`${api}/migrations/mig-5`);
+    return m.status?.phase === 'Running' ? m : undefined;
+  }, 10_000, 'mig-5 running');
+  const caches = rt.controller.caches;
+  const target = running.status.targetNode;
+  const during = caches.usedOn(target).mem - caches.usage.of(target).mem;
+  expect(during).toBe(512 * 1024 ** 2);
+  const m = await done('mig-5');
+  expect(m.status.phase).toBe('Succeeded');
+  await eventually(async () => ((await get(`${api}/virtualmachineinstances/m5`)).spec.nodeName === target ? true : undefined), 10_000, 'rebound');
+  await eventually(() => (caches.usedOn(target).mem === caches.usage.of(target).mem && caches.usage.of(v.status.node).mem >= 0 ? true : undefined), 10_000, 'counted once');
+});
