@@ -584,6 +584,9 @@ class Deployment {
       PULUMI_CONFIG_SECRET_KEYS: '[]',
     });
     const args = [
+      // Plain formatting for the stacks @pulumi/pulumi takes on every output promise (see the file).
+      '--require',
+      path.join(ROOT, 'engine', 'preload', 'fast-stacks.js'),
       '--require',
       require.resolve('tsx/cjs'),
       pulumiRunDir,
