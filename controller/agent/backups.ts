@@ -1,12 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { GVR, Kube, isConflict } from '../runtime/kube';
+import { GVR, Kube } from '../runtime/kube';
 import { WorkQueue, type Result } from '../runtime/queue';
 import { Store, key } from '../controller/caches';
-import { BACKUP_FILES, LABEL_VM } from '../controller/backup';
+import { BACKUP_FILES } from '../controller/backup';
 import { recordEvent } from '../controller/events';
 import { confinePath } from '../hal/common/paths';
-import { ignoreGone, setCondition, removeCondition } from '../runtime/status';
+import { ignoreGone, setCondition, removeCondition, patchStatus } from '../runtime/status';
 import type { Backend, BackupResult, DiskSpec } from '../hal/types';
 
 /**
@@ -380,41 +380,19 @@ export class BackupRunner {
   private async setStatus(b: any, patch: any, exclusive = false): Promise<boolean> {
     if (this.stopped) return false;
     const status = { ...(b.status ?? {}), ...patch };
-    if (patch.phase && patch.phase !== 'Pending') removeCondition(status, 'DeletionBlocked');
     for (const k of Object.keys(status)) if (status[k] === undefined) delete status[k];
     if (JSON.stringify(status) === JSON.stringify(b.status ?? {})) return true;
-    try {
-      await this.kube.updateStatus(GVR.backup, { ...b, status });
-      return true;
-    } catch (e) {
-      if (exclusive && isConflict(e)) return false;
-      if (isConflict(e)) {
-        // Retry once on the newest object (the controller may have touched labels).
-        const fresh = await this.kube.tryGet(GVR.backup, b.metadata.namespace, b.metadata.name);
-        if (fresh) await this.kube.updateStatus(GVR.backup, { ...fresh, status: { ...(fresh.status ?? {}), ...patch } }).catch(ignoreGone);
-        return true;
-      }
-      ignoreGone(e);
-      return false;
+    // A new phase clears a deletion that was blocked by this point's dependents.
+    if (patch.phase && patch.phase !== 'Pending' && (b.status?.conditions ?? []).some((c: any) => c.type === 'DeletionBlocked')) {
+      removeCondition(status, 'DeletionBlocked');
+      patch = { ...patch, conditions: status.conditions };
     }
+    // Exclusive (taking a Pending backup): a conflict means another writer won, so no retry.
+    const ok = await patchStatus(this.kube, GVR.backup, b, patch, { attempts: exclusive ? 1 : 2 });
+    return ok || !exclusive;
   }
 
   private async setRestore(r: any, patch: any): Promise<boolean> {
-    for (let attempt = 0; attempt < 5 && !this.stopped; attempt++) {
-      const cur = attempt === 0 ? r : await this.kube.tryGet(GVR.restore, r.metadata.namespace, r.metadata.name);
-      if (!cur) return false;
-      try {
-        await this.kube.updateStatus(GVR.restore, { ...cur, status: { ...(cur.status ?? {}), ...patch } });
-        return true;
-      } catch (e) {
-        if (!isConflict(e)) {
-          ignoreGone(e);
-          return false;
-        }
-      }
-    }
-    return false;
+    return !this.stopped && patchStatus(this.kube, GVR.restore, r, patch);
   }
 }
-
-export { LABEL_VM };

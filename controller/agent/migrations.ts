@@ -1,8 +1,8 @@
-import { GVR, Kube, isConflict } from '../runtime/kube';
+import { GVR, Kube } from '../runtime/kube';
 import { WorkQueue, type Result } from '../runtime/queue';
 import { Store, key } from '../controller/caches';
 import { recordEvent } from '../controller/events';
-import { iso, ignoreGone } from '../runtime/status';
+import { iso, ignoreGone, patchStatus } from '../runtime/status';
 import type { Backend } from '../hal/types';
 import type { MigrationSource } from '../hal/migration-types';
 import { migratable } from '../hal/capabilities';
@@ -230,24 +230,8 @@ export class MigrationAgent {
     await recordEvent(this.kube, m, 'Warning', reason, message, `kubevm-agent/${this.node}`);
   }
 
-  /** Status write on the object as cached; false when another writer won. */
-  private async setStatus(m: any, patch: any): Promise<boolean> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const cur = attempt === 0 ? m : await this.kube.tryGet(GVR.migration, m.metadata.namespace, m.metadata.name);
-      if (!cur) return false;
-      if (attempt > 0 && cur.status?.phase && FINAL.has(cur.status.phase) && patch.phase) return false;
-      const status = { ...(cur.status ?? {}), ...patch };
-      for (const f of Object.keys(status)) if (status[f] === undefined) delete status[f];
-      try {
-        await this.kube.updateStatus(GVR.migration, { ...cur, status });
-        return true;
-      } catch (e) {
-        if (!isConflict(e)) {
-          ignoreGone(e);
-          return false;
-        }
-      }
-    }
-    return false;
+  /** Status write, retried on conflicts; a phase change is dropped once another writer has ended the migration. */
+  private setStatus(m: any, patch: any): Promise<boolean> {
+    return patchStatus(this.kube, GVR.migration, m, patch, { giveUp: (cur) => !!patch.phase && FINAL.has(cur.status?.phase) });
   }
 }

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { GVR, Kube, isConflict } from '../runtime/kube';
 import type { Result } from '../runtime/queue';
 import { iso, ignoreGone, setCondition, removeCondition, withoutConditionTimes } from '../runtime/status';
-import { Caches, key } from './caches';
+import { Caches } from './caches';
 import { recordEvent } from './events';
 import { BackupSchedule, planRetention, decideFull, type PointInfo } from './backup-policy';
 
@@ -279,7 +279,6 @@ export function pointOf(b: any): PointInfo {
   };
 }
 
-export { key };
 
 /**
  * Restores. Into a new Volume: the controller creates the Volume with

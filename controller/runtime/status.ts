@@ -1,4 +1,4 @@
-import { isConflict, isNotFound } from './kube';
+import { isConflict, isNotFound, type Gvr, type Kube } from './kube';
 
 /** Small helpers for status writing shared by the controller and the agents. */
 
@@ -32,4 +32,34 @@ export function ignoreGone(e: unknown): void {
 
 export function ignoreNotFound(e: unknown): void {
   if (!isNotFound(e)) throw e;
+}
+
+/**
+ * Merges patch into obj's status (an undefined value removes the key) and writes it, retrying on a
+ * conflict with the newest object up to `attempts` times. `giveUp(current)` stops a retry whose write no
+ * longer applies (e.g. another writer already finished the object). False when not written.
+ */
+export async function patchStatus(
+  kube: Kube,
+  gvr: Gvr,
+  obj: any,
+  patch: Record<string, unknown>,
+  opts: { attempts?: number; giveUp?: (current: any) => boolean } = {},
+): Promise<boolean> {
+  for (let attempt = 0; attempt < (opts.attempts ?? 5); attempt++) {
+    const cur = attempt === 0 ? obj : await kube.tryGet(gvr, obj.metadata.namespace, obj.metadata.name);
+    if (!cur || (attempt > 0 && opts.giveUp?.(cur))) return false;
+    const status = { ...(cur.status ?? {}), ...patch };
+    for (const k of Object.keys(status)) if (status[k] === undefined) delete status[k];
+    try {
+      await kube.updateStatus(gvr, { ...cur, status });
+      return true;
+    } catch (e) {
+      if (!isConflict(e)) {
+        ignoreGone(e);
+        return false;
+      }
+    }
+  }
+  return false;
 }

@@ -110,34 +110,8 @@ class ContentReader {
 
   /** The chunk's content, or undefined when it is all zeros (known from the map alone). */
   async read(index: number, buf: Buffer): Promise<Buffer | undefined> {
-    const start = index * CHUNK_SIZE;
-    const end = Math.min(start + CHUNK_SIZE, this.virtualSize);
-    const out = buf.subarray(0, end - start);
-    let filled = false;
-    for (let i = this.firstExtent(start); i < this.extents.length; i++) {
-      const e = this.extents[i];
-      if (e.start >= end) break;
-      if (e.zero || !e.data || !e.present) continue;
-      if (e.compressed || e.offset === undefined)
-        throw new Error(
-          `${this.what}: extent at ${e.start} has no plain host offset (compressed or encrypted); cannot checksum it`,
-        );
-      const from = Math.max(start, e.start);
-      const to = Math.min(end, e.start + e.length);
-      if (!filled && (from > start || to < end)) out.fill(0);
-      filled = true;
-      const layer = this.layers[e.depth];
-      if (!layer) throw new Error(`${this.what}: map names layer ${e.depth}, the chain has ${this.layers.length}`);
-      let pos = 0;
-      const len = to - from;
-      while (pos < len) {
-        const at = e.offset + (from - e.start) + pos;
-        const { bytesRead } = await layer.read(out, from - start + pos, len - pos, at);
-        if (bytesRead === 0) throw new Error(`${this.what}: layer ${e.depth} ends before offset ${at} (truncated image)`);
-        pos += bytesRead;
-      }
-    }
-    return filled ? out : undefined;
+    const [filled] = await this.readSpan(index, 1, buf);
+    return filled ? buf.subarray(0, Math.min(CHUNK_SIZE, this.virtualSize - index * CHUNK_SIZE)) : undefined;
   }
 
   /**
