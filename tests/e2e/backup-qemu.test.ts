@@ -215,7 +215,7 @@ test('a Full and three Incrementals of the running VM, each taken right after kn
     expect(b.status).toMatchObject({ online: true, node: 'node-0', type: i === 0 ? 'Full' : 'Incremental' });
     const [d] = b.status.disks;
     expect(d).toMatchObject({ name: 'data', volume: 'data', virtualSize: SIZE });
-    expect(d.checksum).toMatch(/^chunked-sha256:[0-9a-f]{64}$/);
+    expect(d.checksum).toMatch(/^chunked-blake3:[0-9a-f]{64}$/);
     expect(fs.existsSync(d.manifest)).toBe(true);
     if (i === 0) expect(b.status.reason).toBe('NoBase');
     else expect(d).toMatchObject({ base: steps[i - 1].name, baseManifest: done[i - 1].status.disks[0].manifest });

@@ -77,7 +77,7 @@ test('an on-demand Full then Incremental of a running VM: points, checksums, cha
   expect(full.metadata.finalizers).toContain('kubevm.dev/backup-files');
   const [d1] = full.status.disks;
   expect(d1).toMatchObject({ name: 'root', volume: 'alpha-root' });
-  expect(d1.checksum).toMatch(/^chunked-sha256:[0-9a-f]{64}$/);
+  expect(d1.checksum).toMatch(/^chunked-blake3:[0-9a-f]{64}$/);
   expect(fs.existsSync(d1.manifest)).toBe(true);
   expect((full.status.conditions ?? []).find((x: any) => x.type === 'Complete')?.status).toBe('True');
 

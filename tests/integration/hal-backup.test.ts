@@ -158,7 +158,7 @@ describe('backup data path on real QEMU (qcow2 disk)', () => {
     const p0 = one(await b.backup({ uid }, { targetDir: target, type: 'Incremental', pointId: 'p0' }));
     expect(p0).toMatchObject({ type: 'Full', reason: 'BitmapMissing', chain: ['p0'], virtualSize: SIZE });
     expect(p0.point).toBe(path.join(target, 'data', 'p0.json'));
-    expect(p0.checksum).toMatch(/^chunked-sha256:[0-9a-f]{64}$/);
+    expect(p0.checksum).toMatch(/^chunked-blake3:[0-9a-f]{64}$/);
     points.push({ id: 'p0', manifest: p0.point, expected: ref.snapshot('p0') });
     const bitmaps = (await b.changeTracking({ uid }))[0];
     expect(bitmaps.bitmaps.map((x) => x.name)).toEqual(['kubevm-p0']);
@@ -264,7 +264,7 @@ describe('backup data path on real QEMU (qcow2 disk)', () => {
     expect(err).toBeInstanceOf(HalError);
     expect(err.code).toBe('Failed');
     expect(err.message).toMatch(
-      /restore of point p3 .*checksum mismatch: the manifest says chunked-sha256:\w+, the restored content is chunked-sha256:\w+; point p1 of the chain was modified or damaged; nothing was written/,
+      /restore of point p3 .*checksum mismatch: the manifest says chunked-blake3:\w+, the restored content is chunked-blake3:\w+; point p1 of the chain was modified or damaged; nothing was written/,
     );
     expect(fs.existsSync(dest)).toBe(false);
     expect(fs.readdirSync(tmp).filter((f) => f.includes('restore-'))).toEqual([]);

@@ -227,7 +227,7 @@ describe('BackupPolicy', () => {
     ]);
     for (const b of backups) {
       expect(b.disks).toEqual([
-        { name: 'root', checksum: expect.stringMatching(/^chunked-sha256:[0-9a-f]{64}$/), size: expect.any(Number) },
+        { name: 'root', checksum: expect.stringMatching(/^chunked-blake3:[0-9a-f]{64}$/), size: expect.any(Number) },
       ]);
       expect(Date.parse(b.completionTime)).toBeGreaterThanOrEqual(Date.parse(b.startTime));
     }

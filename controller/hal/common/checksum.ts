@@ -1,14 +1,22 @@
-import { createHash, type Hash } from 'node:crypto';
+import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { hashPool, type HashPool } from './hash-pool';
+import { readQcow2Map, type Qcow2Map } from './qcow2';
 import { imageChain, imageMap, type MapExtent } from './qemuimg';
 
 /**
  * Checksums of an image's logical content (what a guest reads), independent of
  * format, layout and backing chain: the content is cut into 64 KiB chunks (the
- * qcow2 cluster and dirty-bitmap granularity), each chunk is hashed with sha256,
- * and the checksum is the sha256 of those digests in order.
+ * qcow2 cluster and dirty-bitmap granularity), each chunk is hashed, and the
+ * checksum is the hash of those digests in order: `chunked-<algorithm>:<hex>`.
+ *
+ * The algorithm is BLAKE3 (cryptographic, 32-byte digests; 5 GB/s on one core
+ * here against sha256's 1.6 GB/s with SHA-NI). Points written before it use
+ * sha256 and still verify: the algorithm is read from a checksum's prefix, and
+ * an incremental continues its chain's algorithm.
  *
  * The digests are kept next to each point (`.sums`): a Full stores all of them,
  * an Incremental only the chunks it holds (index + digest records). So the
@@ -22,31 +30,80 @@ import { imageChain, imageMap, type MapExtent } from './qemuimg';
  * images are refused (kubevm never writes them).
  */
 export const CHUNK_SIZE = 64 * 1024;
-export const CHECKSUM_PREFIX = 'chunked-sha256:';
-const DIGEST = 32;
+export type ChecksumAlgorithm = 'blake3' | 'sha256';
+export const DEFAULT_ALGORITHM: ChecksumAlgorithm = 'blake3';
+export const DIGEST = 32; // both algorithms
 const RECORD = 4 + DIGEST; // delta record: u32 chunk index (big-endian) + digest
 const WINDOW = 16; // chunks read ahead while one is hashed
 const STREAM_CHUNKS = 32 * 1024; // digests per block when streaming a sums file
 const SPAN_CHUNKS = 32; // chunks per read when hashing a whole image (2 MiB)
+const PARALLEL_SPAN_CHUNKS = 128; // chunks per task on the worker pool (8 MiB)
+const PARALLEL_MIN_CHUNKS = 1024; // images of 64 MiB and more are hashed on the pool
 
-const zeroDigests = new Map<number, Buffer>();
-function zeroDigest(len: number): Buffer {
-  let d = zeroDigests.get(len);
-  if (!d) zeroDigests.set(len, (d = createHash('sha256').update(Buffer.alloc(len)).digest()));
+/** An incremental hash. */
+export interface Hasher {
+  update(b: Buffer): void;
+  digest(): Buffer;
+}
+
+const ALGORITHMS: Record<ChecksumAlgorithm, { hash(b: Buffer): Buffer; hasher(): Hasher }> = {
+  blake3: {
+    hash: (b) => blake3(b),
+    hasher: () => {
+      const h = new Blake3Hasher();
+      return { update: (b) => void h.update(b), digest: () => h.digestBuffer() };
+    },
+  },
+  sha256: {
+    hash: (b) => createHash('sha256').update(b).digest(),
+    hasher: () => {
+      const h = createHash('sha256');
+      return { update: (b) => void h.update(b), digest: () => h.digest() };
+    },
+  },
+};
+
+export function prefixOf(algo: ChecksumAlgorithm): string {
+  return `chunked-${algo}:`;
+}
+
+/** The algorithm a checksum was made with, from its prefix. */
+export function algorithmOf(checksum: string): ChecksumAlgorithm {
+  const m = /^chunked-([a-z0-9]+):[0-9a-f]{64}$/.exec(checksum);
+  if (!m || !(m[1] in ALGORITHMS))
+    throw new Error(`checksum ${JSON.stringify(checksum)}: not a chunked-blake3 or chunked-sha256 checksum`);
+  return m[1] as ChecksumAlgorithm;
+}
+
+/** The digest of one chunk. */
+export function chunkDigest(b: Buffer, algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Buffer {
+  return ALGORITHMS[algo].hash(b);
+}
+
+export function newHasher(algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Hasher {
+  return ALGORITHMS[algo].hasher();
+}
+
+const zeroDigests = new Map<string, Buffer>();
+/** The digest of an all-zero chunk of `len` bytes. */
+export function zeroDigest(len: number, algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Buffer {
+  const k = `${algo}/${len}`;
+  let d = zeroDigests.get(k);
+  if (!d) zeroDigests.set(k, (d = chunkDigest(Buffer.alloc(len), algo)));
   return d;
 }
 
 /** The checksum of a complete digest sequence. */
-export function checksumOf(sums: Buffer): string {
-  return CHECKSUM_PREFIX + createHash('sha256').update(sums).digest('hex');
+export function checksumOf(sums: Buffer, algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): string {
+  return prefixOf(algo) + chunkDigest(sums, algo).toString('hex');
 }
 
 export function chunkCount(virtualSize: number): number {
   return Math.ceil(virtualSize / CHUNK_SIZE);
 }
 
-function finish(outer: Hash): string {
-  return CHECKSUM_PREFIX + outer.digest('hex');
+function finish(outer: Hasher, algo: ChecksumAlgorithm): string {
+  return prefixOf(algo) + outer.digest().toString('hex');
 }
 
 /** An image opened for reading its logical content. */
@@ -54,6 +111,8 @@ class ContentReader {
   private constructor(
     private readonly extents: MapExtent[],
     private readonly layers: fsp.FileHandle[],
+    /** The files of `layers`, for readers on other threads. */
+    private readonly paths: string[],
     readonly virtualSize: number,
     private readonly what: string,
   ) {}
@@ -62,18 +121,53 @@ class ContentReader {
     const chain = await imageChain(image, { format });
     const extents = await imageMap(image, { format });
     const layers: fsp.FileHandle[] = [];
+    const paths: string[] = [];
     try {
       for (const info of chain) {
         // A layer with an external data file keeps its data there (guest offset = host offset).
         const dataFile = info['format-specific']?.data?.['data-file'];
         const file = dataFile ? path.resolve(path.dirname(info.filename), dataFile) : info.filename;
         layers.push(await fsp.open(file, 'r'));
+        paths.push(path.resolve(file));
       }
     } catch (e) {
       await Promise.all(layers.map((l) => l.close()));
       throw e;
     }
-    return new ContentReader(extents, layers, chain[0]['virtual-size'], image);
+    return new ContentReader(extents, layers, paths, chain[0]['virtual-size'], image);
+  }
+
+  /**
+   * A point file kubevm wrote (qcow2), read through its own L1/L2 tables
+   * instead of `qemu-img` (common/qcow2.ts): only the clusters the file holds
+   * itself are known, so this reads a Full's whole content but only an
+   * incremental's own chunks (`topChunks`). Undefined when the file is not a
+   * plain qcow2 v3 the reader understands; callers then use `open`.
+   */
+  static async openPoint(image: string, o: { whole?: boolean } = {}): Promise<ContentReader | undefined> {
+    let map: Qcow2Map;
+    try {
+      map = readQcow2Map(image);
+    } catch {
+      return undefined;
+    }
+    if (o.whole && map.backing !== undefined) return undefined; // the content goes on in the backing chain
+    const extents: MapExtent[] = [];
+    const cs = map.clusterSize;
+    for (const i of [...map.clusters.keys()].sort((a, b) => a - b)) {
+      const v = map.clusters.get(i)!;
+      const start = i * cs;
+      const length = Math.min(cs, map.virtualSize - start);
+      const last = extents[extents.length - 1];
+      const zero = v === 'zero';
+      if (last && last.start + last.length === start && last.zero === zero && (zero || last.offset! + last.length === v)) {
+        last.length += length;
+        continue;
+      }
+      extents.push({ start, length, depth: 0, present: true, zero, data: !zero, ...(zero ? {} : { offset: v as number }) });
+    }
+    const layer = await fsp.open(image, 'r');
+    return new ContentReader(extents, [layer], [path.resolve(image)], map.virtualSize, image);
   }
 
   async close(): Promise<void> {
@@ -115,44 +209,89 @@ class ContentReader {
   }
 
   /**
-   * Reads chunks [first, first + count) into buf (count × CHUNK_SIZE bytes) in as few reads as the map
-   * allows; says per chunk whether any data was there (else it is all zeros, known from the map alone).
+   * The reads that fill chunks [first, first + count) of a span buffer (count × CHUNK_SIZE bytes, zeroed
+   * first when there are any): [layer, file offset, buffer offset, length], and per chunk whether any data
+   * is there (else it is all zeros, known from the map alone).
    */
-  async readSpan(first: number, count: number, buf: Buffer): Promise<boolean[]> {
+  planSpan(first: number, count: number): { filled: boolean[]; reads: [number, number, number, number][] } {
     const start = first * CHUNK_SIZE;
     const end = Math.min(start + count * CHUNK_SIZE, this.virtualSize);
     const filled: boolean[] = new Array(count).fill(false);
-    let zeroed = false;
+    const reads: [number, number, number, number][] = [];
     for (let i = this.firstExtent(start); i < this.extents.length; i++) {
       const e = this.extents[i];
       if (e.start >= end) break;
       if (e.zero || !e.data || !e.present) continue;
       if (e.compressed || e.offset === undefined)
         throw new Error(`${this.what}: extent at ${e.start} has no plain host offset (compressed or encrypted); cannot checksum it`);
-      if (!zeroed) {
-        buf.fill(0, 0, end - start); // holes and zero extents between the data read below
-        zeroed = true;
-      }
       const from = Math.max(start, e.start);
       const to = Math.min(end, e.start + e.length);
       for (let c = Math.floor((from - start) / CHUNK_SIZE); c <= Math.floor((to - 1 - start) / CHUNK_SIZE); c++) filled[c] = true;
-      const layer = this.layers[e.depth];
-      if (!layer) throw new Error(`${this.what}: map names layer ${e.depth}, the chain has ${this.layers.length}`);
+      if (!this.layers[e.depth]) throw new Error(`${this.what}: map names layer ${e.depth}, the chain has ${this.layers.length}`);
+      reads.push([e.depth, e.offset + (from - e.start), from - start, to - from]);
+    }
+    return { filled, reads };
+  }
+
+  /** Reads chunks [first, first + count) into buf in as few reads as the map allows (see planSpan). */
+  async readSpan(first: number, count: number, buf: Buffer): Promise<boolean[]> {
+    const { filled, reads } = this.planSpan(first, count);
+    if (reads.length) buf.fill(0, 0, Math.min(count * CHUNK_SIZE, this.virtualSize - first * CHUNK_SIZE));
+    for (const [depth, at, into, len] of reads) {
       let pos = 0;
-      const len = to - from;
       while (pos < len) {
-        const at = e.offset + (from - e.start) + pos;
-        const { bytesRead } = await layer.read(buf, from - start + pos, len - pos, at);
-        if (bytesRead === 0) throw new Error(`${this.what}: layer ${e.depth} ends before offset ${at} (truncated image)`);
+        const { bytesRead } = await this.layers[depth].read(buf, into + pos, len - pos, at + pos);
+        if (bytesRead === 0) throw new Error(`${this.what}: layer ${depth} ends before offset ${at + pos} (truncated image)`);
         pos += bytesRead;
       }
     }
     return filled;
   }
 
-  /** Digests of every chunk, in order: 2 MiB spans, the next one read while this one is hashed. */
-  async allDigests(put: (index: number, digest: Buffer) => void): Promise<number> {
+  /**
+   * Digests of every chunk on the worker pool: 8 MiB spans, two per worker in
+   * flight, results taken in order.
+   */
+  private async allDigestsParallel(pool: HashPool, put: (index: number, digest: Buffer) => void, algo: ChecksumAlgorithm): Promise<number> {
     const total = this.chunks;
+    const span = PARALLEL_SPAN_CHUNKS;
+    const task = (first: number) => {
+      const count = Math.min(span, total - first);
+      const { filled, reads } = this.planSpan(first, count);
+      const lens = Array.from({ length: count }, (_, j) => Math.min(CHUNK_SIZE, this.virtualSize - (first + j) * CHUNK_SIZE));
+      const p = pool.run({ algo, paths: this.paths, reads, lens, filled, chunkSize: CHUNK_SIZE });
+      p.catch(() => undefined); // awaited below, in order
+      return p;
+    };
+    const inflight: Promise<{ digests: Buffer; hashed: number }>[] = [];
+    let next = 0;
+    const fill = () => {
+      while (inflight.length < pool.size * 2 && next < total) {
+        inflight.push(task(next));
+        next += span;
+      }
+    };
+    let hashed = 0;
+    try {
+      fill();
+      for (let first = 0; first < total; first += span) {
+        const r = await inflight.shift()!;
+        fill();
+        hashed += r.hashed;
+        for (let j = 0; j * DIGEST < r.digests.length; j++) put(first + j, r.digests.subarray(j * DIGEST, (j + 1) * DIGEST));
+      }
+    } finally {
+      await Promise.allSettled(inflight);
+      await pool.release();
+    }
+    return hashed;
+  }
+
+  /** Digests of every chunk, in order: 2 MiB spans, the next one read while this one is hashed. */
+  async allDigests(put: (index: number, digest: Buffer) => void, algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Promise<number> {
+    const total = this.chunks;
+    const pool = total >= PARALLEL_MIN_CHUNKS ? hashPool() : undefined;
+    if (pool) return this.allDigestsParallel(pool, put, algo);
     const bufs = [Buffer.allocUnsafe(SPAN_CHUNKS * CHUNK_SIZE), Buffer.allocUnsafe(SPAN_CHUNKS * CHUNK_SIZE)];
     const load = (first: number, buf: Buffer) => {
       const p = this.readSpan(first, Math.min(SPAN_CHUNKS, total - first), buf);
@@ -169,16 +308,20 @@ class ContentReader {
         const i = first + j;
         const len = Math.min(CHUNK_SIZE, this.virtualSize - i * CHUNK_SIZE);
         if (filled[j]) {
-          put(i, createHash('sha256').update(buf.subarray(j * CHUNK_SIZE, j * CHUNK_SIZE + len)).digest());
+          put(i, chunkDigest(buf.subarray(j * CHUNK_SIZE, j * CHUNK_SIZE + len), algo));
           hashed++;
-        } else put(i, zeroDigest(len));
+        } else put(i, zeroDigest(len, algo));
       }
     }
     return hashed;
   }
 
   /** Digests of the given chunks, in order, with WINDOW reads in flight. */
-  async digests(indexes: Iterable<number>, put: (index: number, digest: Buffer) => void): Promise<number> {
+  async digests(
+    indexes: Iterable<number>,
+    put: (index: number, digest: Buffer) => void,
+    algo: ChecksumAlgorithm = DEFAULT_ALGORITHM,
+  ): Promise<number> {
     const it = indexes[Symbol.iterator]();
     const bufs = Array.from({ length: WINDOW }, () => Buffer.allocUnsafe(CHUNK_SIZE));
     const inflight: { index: number; data: Promise<Buffer | undefined> }[] = [];
@@ -196,9 +339,9 @@ class ContentReader {
       const { index, data } = inflight.shift()!;
       const content = await data;
       if (content) {
-        put(index, createHash('sha256').update(content).digest());
+        put(index, chunkDigest(content, algo));
         hashed++;
-      } else put(index, zeroDigest(Math.min(CHUNK_SIZE, this.virtualSize - index * CHUNK_SIZE)));
+      } else put(index, zeroDigest(Math.min(CHUNK_SIZE, this.virtualSize - index * CHUNK_SIZE), algo));
       launch(); // only now: its buffer is the one just hashed
     }
     return hashed;
@@ -216,11 +359,19 @@ export interface ImageChecksum {
  * The checksum of an image's whole logical content (through its backing chain).
  * With `sumsPath`, the digests are written there as well (a Full's `.sums`).
  */
-export async function imageChecksum(image: string, format: string, sumsPath?: string): Promise<ImageChecksum> {
-  const r = await ContentReader.open(image, format);
+export async function imageChecksum(
+  image: string,
+  format: string,
+  sumsPath?: string,
+  algo: ChecksumAlgorithm = DEFAULT_ALGORITHM,
+  o: { point?: boolean } = {},
+): Promise<ImageChecksum> {
+  // A Full point kubevm just wrote has no backing file: its own tables are the whole content.
+  const fast = o.point && format === 'qcow2' ? await ContentReader.openPoint(image, { whole: true }) : undefined;
+  const r = fast ?? (await ContentReader.open(image, format));
   const out = sumsPath ? fs.openSync(sumsPath, 'w') : undefined;
   try {
-    const outer = createHash('sha256');
+    const outer = newHasher(algo);
     const block = Buffer.allocUnsafe(STREAM_CHUNKS * DIGEST);
     let used = 0;
     const flush = () => {
@@ -232,10 +383,10 @@ export async function imageChecksum(image: string, format: string, sumsPath?: st
       d.copy(block, used);
       used += DIGEST;
       if (used === block.length) flush();
-    });
+    }, algo);
     flush();
     if (out !== undefined) fs.fsyncSync(out);
-    return { virtualSize: r.virtualSize, checksum: finish(outer), hashedChunks };
+    return { virtualSize: r.virtualSize, checksum: finish(outer, algo), hashedChunks };
   } finally {
     if (out !== undefined) fs.closeSync(out);
     await r.close();
@@ -245,11 +396,12 @@ export async function imageChecksum(image: string, format: string, sumsPath?: st
 /** Digests of the chunks an incremental holds itself, by chunk index. */
 export async function changedDigests(
   image: string,
+  algo: ChecksumAlgorithm = DEFAULT_ALGORITHM,
 ): Promise<{ virtualSize: number; changes: Map<number, Buffer>; hashedChunks: number }> {
-  const r = await ContentReader.open(image, 'qcow2');
+  const r = (await ContentReader.openPoint(image)) ?? (await ContentReader.open(image, 'qcow2'));
   try {
     const changes = new Map<number, Buffer>();
-    const hashedChunks = await r.digests(r.topChunks(), (i, d) => changes.set(i, d));
+    const hashedChunks = await r.digests(r.topChunks(), (i, d) => changes.set(i, d), algo);
     return { virtualSize: r.virtualSize, changes, hashedChunks };
   } finally {
     await r.close();
@@ -287,6 +439,7 @@ export function chainSumsChecksum(
   deltaSums: string[],
   virtualSize: number,
   extra?: Map<number, Buffer>,
+  algo: ChecksumAlgorithm = DEFAULT_ALGORITHM,
 ): string {
   const chunks = chunkCount(virtualSize);
   const changed = new Map<number, Buffer>();
@@ -296,7 +449,7 @@ export function chainSumsChecksum(
   try {
     const size = fs.fstatSync(fd).size;
     if (size !== chunks * DIGEST) throw new Error(`${fullSums}: holds ${size / DIGEST} digests, the image has ${chunks} chunks`);
-    const outer = createHash('sha256');
+    const outer = newHasher(algo);
     const block = Buffer.allocUnsafe(STREAM_CHUNKS * DIGEST);
     for (let first = 0; first < chunks; first += STREAM_CHUNKS) {
       const n = Math.min(STREAM_CHUNKS, chunks - first);
@@ -308,7 +461,7 @@ export function chainSumsChecksum(
       }
       outer.update(block.subarray(0, n * DIGEST));
     }
-    return finish(outer);
+    return finish(outer, algo);
   } finally {
     fs.closeSync(fd);
   }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { BackupType, DiskTracking, FullBackupReason, PointManifest, TrackingBitmap } from '../backup-types';
 import { HalError } from '../types';
@@ -126,6 +127,16 @@ export function writeFileSynced(p: string, data: Buffer): void {
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/** fsync of a file on the thread pool (the event loop and other work go on meanwhile). */
+export async function fsyncPath(p: string): Promise<void> {
+  const h = await fsp.open(p, 'r+');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
   }
 }
 

@@ -65,26 +65,6 @@ export async function imageMap(p: string, o: { format?: string } = {}): Promise<
   return JSON.parse(out);
 }
 
-/** A new qcow2 (64 KiB clusters), optionally backed by `backing` (a path relative to the new image's directory). */
-export async function createQcow2(p: string, size: number, backing?: string): Promise<void> {
-  await runChecked(
-    [
-      QEMU_IMG,
-      'create',
-      '-q',
-      '-f',
-      'qcow2',
-      '-o',
-      'cluster_size=65536',
-      ...(backing ? ['-b', backing, '-F', 'qcow2'] : []),
-      '--',
-      p,
-      String(size),
-    ],
-    60_000,
-  );
-}
-
 /** Flattens an image (with its backing chain) into a new one. */
 export async function convertImage(src: string, srcFormat: string, dest: string, destFormat: 'qcow2' | 'raw'): Promise<void> {
   await runChecked([QEMU_IMG, 'convert', '-f', srcFormat, '-O', destFormat, '--', src, dest], LONG);

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { missingCapabilities } from '../capabilities';
 import { checkNetnsName, netnsExists } from '../common/iplink';
 import { confinePath } from '../common/paths';
+import { qemuEnv } from './malloc';
 import { isAlive, isSameProcess, recordOf, signalRecorded, spawnDetached, tail, waitGone } from '../common/process';
 import { QmpClient, type QmpEvent } from '../common/qmp';
 import {
@@ -318,7 +319,7 @@ export class QemuBackend implements Backend {
       writeState(l, state);
       for (const n of spec.nics) syncNicStatus(vm, n.name); // pod NICs: passt's lease
 
-      const p = spawnDetached(cmd.argv, { logPath: l.qemuLog, cwd: l.dir });
+      const p = spawnDetached(cmd.argv, { logPath: l.qemuLog, cwd: l.dir, env: qemuEnv() });
       // -pidfile's argument is verbatim in argv (no keyval escaping): a reliable marker.
       state.qemu = recordOf(p.pid, l.pidFile);
       writeState(l, state);

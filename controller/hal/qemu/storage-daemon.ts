@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { tail, waitGone } from '../common/process';
 import { QmpClient } from '../common/qmp';
 import { HalError } from '../types';
+import { qemuEnv } from './malloc';
 
 /**
  * qemu-storage-daemon: QEMU's block layer without a VM. The backup data path
@@ -65,7 +66,7 @@ export async function startStorageDaemon(blockdevs: Record<string, unknown>[], w
     'chardev=qmp',
   ];
   const out = fs.openSync(log, 'a');
-  const child = spawn(bin, argv, { stdio: ['ignore', out, out], shell: false });
+  const child = spawn(bin, argv, { stdio: ['ignore', out, out], shell: false, env: qemuEnv() });
   fs.closeSync(out);
   let exited = false;
   const gone = new Promise<void>((r) => {

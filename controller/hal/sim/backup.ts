@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type {
@@ -12,7 +11,7 @@ import type {
   TrackingBitmap,
   VerifyResult,
 } from '../backup-types';
-import { CHUNK_SIZE, checksumOf } from '../common/checksum';
+import { algorithmOf, CHUNK_SIZE, checksumOf, chunkDigest } from '../common/checksum';
 import {
   allocatedBytes,
   BackupLocks,
@@ -75,7 +74,7 @@ function contentOf(diskPath: string, n: number): string {
 }
 
 function sumsOf(content: string): Buffer {
-  return createHash('sha256').update(content).digest();
+  return chunkDigest(Buffer.from(content));
 }
 
 export class SimBackups {
@@ -274,7 +273,7 @@ export class SimBackups {
       const top = chain[chain.length - 1];
       r.chain = chain.map((p) => p.m.id);
       r.expected = top.m.checksum;
-      readSums(top, checksumOf);
+      readSums(top, (b) => checksumOf(b, algorithmOf(top.m.checksum)));
       r.actual = this.check(top).checksum;
       if (r.actual !== r.expected) r.problems.push(`content checksum ${r.actual} differs from the manifest's ${r.expected}`);
     } catch (e: any) {
