@@ -323,7 +323,7 @@ export function generateSchema(): Schema {
     description: "One disk's point of a Backup.",
     properties: {
       name: { type: 'string', description: 'Disk name.' },
-      checksum: { type: 'string', description: 'sha256 of the disk content the point restores to (`chunked-sha256:…`); absent until the backup succeeded.' },
+      checksum: { type: 'string', description: 'Checksum of the disk content the point restores to (`chunked-blake3:…`, or `chunked-sha256:…` for chains started with sha256); absent until the backup succeeded.' },
       size: { type: 'integer', description: 'Bytes the point takes on the node.' },
     },
     required: ['name'],

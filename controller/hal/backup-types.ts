@@ -92,7 +92,7 @@ export interface DiskBackup {
   /** Bytes QEMU copied (the dirty bytes of an incremental). */
   copiedBytes: number;
   virtualSize: number;
-  /** `chunked-sha256:<hex>`: see PointManifest.checksum. */
+  /** `chunked-blake3:<hex>` (or `chunked-sha256:`): see PointManifest.checksum. */
   checksum: string;
   /** Copy time (the QMP job, until the point's data is on stable storage) and checksum time, milliseconds. */
   copyMs: number;
@@ -130,9 +130,10 @@ export interface PointManifest {
   /** Format of the source disk at backup time. */
   sourceFormat: 'qcow2' | 'raw';
   /**
-   * `chunked-sha256:<hex>`: sha256 over the concatenated sha256 digests of each
+   * `chunked-<algorithm>:<hex>`: the hash over the concatenated digests of each
    * `checksumChunkSize` (64 KiB) chunk of the point's logical content (the fully
-   * resolved chain read as raw). The `.sums` file of a Full holds all digests, an
+   * resolved chain read as raw), with BLAKE3, or sha256 for a chain started with
+   * KUBEVM_BACKUP_CHECKSUM=sha256 (every point of a chain uses its Full's). The `.sums` file of a Full holds all digests, an
    * Incremental's only those of the chunks it holds (u32 index + digest records),
    * so an incremental rehashes only what it copied.
    */

@@ -48,7 +48,7 @@ export interface BackupInfo {
  */
 export interface BackupInfoDisk {
     /**
-     * sha256 of the disk content the point restores to (`chunked-sha256:…`); absent until the backup succeeded.
+     * Checksum of the disk content the point restores to (`chunked-blake3:…`, or `chunked-sha256:…` for chains started with sha256); absent until the backup succeeded.
      */
     checksum?: string;
     /**
