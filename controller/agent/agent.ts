@@ -93,7 +93,14 @@ export class Agent {
       const backend = opts.backend;
       this.backups = new BackupRunner(
         kube,
-        { nodeName: opts.nodeName, backupDir: opts.backupDir ?? `${opts.volumeDir}/.backups`, allowedRoots: opts.allowedRoots, backend, log: this.log },
+        {
+          nodeName: opts.nodeName,
+          backupDir: opts.backupDir ?? `${opts.volumeDir}/.backups`,
+          allowedRoots: opts.allowedRoots,
+          backend,
+          log: this.log,
+          onTargetChanged: (k) => this.provisioner.queue.add(k),
+        },
         this.vmis,
         this.volumes,
         (uid) => {

@@ -8,6 +8,18 @@ import { recordEvent } from '../controller/events';
 import { confinePath } from '../hal/common/paths';
 import { ignoreGone, setCondition, removeCondition, patchStatus } from '../runtime/status';
 import type { Backend, BackupResult, DiskSpec } from '../hal/types';
+import { isFilesystem } from '../controller/storage';
+import { parseQuantity } from '../controller/scheduler';
+import { dirUsage } from './volumes';
+
+/** Bytes a file takes on disk (allocated blocks); 0 when it is not there. */
+function allocated(p: string): number {
+  try {
+    return fs.statSync(p).blocks * 512;
+  } catch {
+    return 0;
+  }
+}
 
 /**
  * The agent's half of backups and in-place restores (docs/backup.md).
@@ -30,6 +42,28 @@ export interface BackupRunnerOptions {
   /** The node's backend (capability backup-cbt): live backups through it, offline ones from the files. */
   backend: Backend;
   log?: (line: string) => void;
+  /** A Filesystem volume's content changed (a backup written to it or deleted from it): its usage is stale. */
+  onTargetChanged?: (volumeKey: string) => void;
+}
+
+/** A Backup that cannot run as specified; `reason` goes to its status. */
+class BackupSpecError extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Which chain directory family a Backup writes to: its target volume or path (or the default). */
+function targetKey(b: any): string {
+  const t = b.spec?.target ?? {};
+  return t.volume ? `volume:${t.volume}` : `path:${t.path ?? ''}`;
+}
+
+function mib(n: number): string {
+  return n < 1 << 20 ? `${Math.ceil(n / 1024)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
 /** A point's files, from its manifest path (`<id>.json` beside `<id>.qcow2` and `<id>.sums`). */
@@ -105,7 +139,8 @@ export class BackupRunner {
   /** The chain's directory: <target or backupDir>/<namespace>/<vm>/<policy|on-demand>/ (each disk's points in <disk>/). */
   private vmDir(b: any): string {
     let root = this.opts.backupDir;
-    if (b.spec.target?.path) {
+    if (b.spec.target?.volume) root = this.targetVolume(b).status.path;
+    else if (b.spec.target?.path) {
       try {
         root = confinePath(b.spec.target.path, { allowedRoots: this.opts.allowedRoots });
       } catch (e) {
@@ -114,6 +149,35 @@ export class BackupRunner {
     }
     // One directory per chain (policy, or on-demand): chains keep their own points and dirty bitmaps.
     return path.join(root, b.metadata.namespace, b.spec.vm, b.spec.policy || 'on-demand');
+  }
+
+  /** The Ready Filesystem volume a Backup targets on this node; throws BackupSpecError otherwise. */
+  private targetVolume(b: any): any {
+    const name = b.spec.target.volume;
+    const v = this.volumes.get(`${b.metadata.namespace}/${name}`);
+    if (!v) throw new BackupSpecError('InvalidSpec', `spec.target.volume: Volume ${name} not found`);
+    if (!isFilesystem(v)) throw new BackupSpecError('InvalidSpec', `spec.target.volume: Volume ${name} has volumeMode ${v.spec?.volumeMode ?? 'Block'}; backups need a Filesystem volume`);
+    if (v.status?.nodeName !== this.opts.nodeName)
+      throw new BackupSpecError('InvalidSpec', `spec.target.volume: Volume ${name} is on node ${v.status?.nodeName ?? '(none yet)'}, not on ${this.opts.nodeName}, which backs VirtualMachine ${b.spec.vm} up`);
+    if (v.status?.phase !== 'Ready' || !v.status.path) throw new BackupSpecError('InvalidSpec', `spec.target.volume: Volume ${name} is ${v.status?.phase ?? 'Pending'}, not Ready`);
+    return v;
+  }
+
+  /** Refuses a backup that would not fit in its target volume's capacity (spec.size). */
+  private checkCapacity(b: any, type: 'Full' | 'Incremental', disks: { path: string }[]): void {
+    if (!b.spec.target?.volume) return;
+    const v = this.targetVolume(b);
+    const cap = Math.ceil(parseQuantity(v.spec.size));
+    const used = dirUsage(v.status.path);
+    // A Full holds about the disks' allocated data; an incremental's size is not known before it runs.
+    const need = type === 'Full' ? disks.reduce((n, d) => n + allocated(d.path), 0) : 0;
+    if (used + need > cap || used >= cap)
+      throw new BackupSpecError(
+        'TargetFull',
+        `spec.target.volume: Volume ${v.metadata.name} holds ${mib(used)} of its ${mib(cap)} (spec.size)` +
+          (type === 'Full' ? `; this Full backup needs about ${mib(need)} more (the disks' allocated data)` : '; it is full') +
+          ': delete Backups, tighten the policy\'s retention, or use a larger volume',
+      );
   }
 
   /** Backups of the same chain: same VM, same policy (or none), same target. */
@@ -125,7 +189,7 @@ export class BackupRunner {
         o.metadata.namespace === b.metadata.namespace &&
         o.spec.vm === b.spec.vm &&
         (o.spec.policy ?? '') === (b.spec.policy ?? '') &&
-        (o.spec.target?.path ?? '') === (b.spec.target?.path ?? '')
+        targetKey(o) === targetKey(b)
       )
         out.push(o);
     return out;
@@ -144,6 +208,11 @@ export class BackupRunner {
       return;
     }
     if (phase !== 'Pending') return;
+    const tv = b.spec.target?.volume ? this.volumes.get(`${b.metadata.namespace}/${b.spec.target.volume}`) : undefined;
+    if (b.spec.target?.volume && tv?.status?.phase !== 'Ready' && tv?.status?.phase !== 'Failed') {
+      await this.setStatus(b, { message: `waiting for Volume ${b.spec.target.volume} (spec.target.volume) to be Ready on this node` });
+      return { requeueAfterMs: 1000 };
+    }
     const vmKey = `${b.metadata.namespace}/${b.spec.vm}`;
     const holder = this.locks.get(vmKey);
     if (holder) {
@@ -176,7 +245,9 @@ export class BackupRunner {
       try {
         plan = await this.plan(b, online ? vmi : undefined);
       } catch (e) {
-        await this.setStatus(b, { phase: 'Failed', reason: 'InvalidSpec', message: (e as Error).message, completionTime: new Date().toISOString() });
+        const reason = e instanceof BackupSpecError ? e.reason : 'InvalidSpec';
+        await this.event(b, 'Warning', reason, (e as Error).message);
+        await this.setStatus(b, { phase: 'Failed', reason, message: (e as Error).message, completionTime: new Date().toISOString() });
         return;
       }
       const running = {
@@ -244,10 +315,18 @@ export class BackupRunner {
       setCondition(status, 'Complete', 'True', 'PointsWritten', 'every point and its manifest are written and checksummed', Date.now());
       await this.setStatus(cur, status);
       await this.event(cur, 'Normal', 'BackupSucceeded', status.message + (reason ? ` (${reason})` : ''));
+      if (b.spec.target?.volume) {
+        const v = this.volumes.get(`${b.metadata.namespace}/${b.spec.target.volume}`);
+        const cap = v?.spec?.size ? Math.ceil(parseQuantity(v.spec.size)) : Infinity;
+        const used = v?.status?.path ? dirUsage(v.status.path) : 0;
+        if (used > cap)
+          await this.event(cur, 'Warning', 'TargetOverCapacity', `Volume ${v.metadata.name} now holds ${mib(used)} of its ${mib(cap)}: the next backups to it are refused until retention or deletions free space`);
+      }
     } finally {
       this.aborts.delete(k);
       this.active.delete(k);
       this.locks.delete(vmKey);
+      if (b.spec.target?.volume) this.opts.onTargetChanged?.(`${b.metadata.namespace}/${b.spec.target.volume}`);
     }
   }
 
@@ -283,6 +362,7 @@ export class BackupRunner {
         baseManifest: basePoint?.manifest as string | undefined,
       };
     });
+    this.checkCapacity(b, type, disks);
     const pointId = b.metadata.name.length <= 100 ? b.metadata.name : b.metadata.uid;
     // Other chains of this VM (other policies, on-demand): their bitmaps must survive this point.
     const dir = this.vmDir(b);
@@ -329,6 +409,7 @@ export class BackupRunner {
       return { requeueAfterMs: 5000 };
     }
     for (const d of b.status?.disks ?? []) if (d.manifest) removePoint(d.manifest);
+    if (b.spec.target?.volume) this.opts.onTargetChanged?.(`${b.metadata.namespace}/${b.spec.target.volume}`);
     await this.kube
       .mergePatch(GVR.backup, b.metadata.namespace, b.metadata.name, { metadata: { finalizers: fin.filter((f) => f !== BACKUP_FILES), resourceVersion: b.metadata.resourceVersion } })
       .catch(ignoreGone);
@@ -365,7 +446,7 @@ export class BackupRunner {
       const res = await this.opts.backend.restore({ point: point.manifest, dest: v.status.path, format: (v.spec.format ?? 'qcow2') as 'qcow2' | 'raw', inPlace: true });
       const cur = this.restores.get(k) ?? r;
       await this.setRestore(cur, { phase: 'Succeeded', checksum: res.checksum, message: 'restored and verified', completionTime: new Date().toISOString() });
-      await this.event(cur, 'Normal', 'Restored', `Volume ${point.volume} restored from Backup ${b.metadata.name} (sha256 ${res.checksum.slice(0, 12)}…)`);
+      await this.event(cur, 'Normal', 'Restored', `Volume ${point.volume} restored from Backup ${b.metadata.name} (checksum ${res.checksum.slice(0, 22)}…)`);
     } catch (e) {
       await fail((e as Error).message);
     } finally {

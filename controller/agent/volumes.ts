@@ -7,7 +7,7 @@ import { Store } from '../controller/caches';
 import { confinePath } from '../hal/common/paths';
 import { cbtOverlayPath } from '../hal/qemu/cbt';
 import { parseQuantity } from '../controller/scheduler';
-import { VOLUME_PROTECTION, VOLUME_STORAGE } from '../controller/storage';
+import { VOLUME_PROTECTION, VOLUME_STORAGE, isFilesystem } from '../controller/storage';
 import { ignoreGone } from '../runtime/status';
 
 /**
@@ -32,8 +32,11 @@ export class VolumeProvisioner {
     this.queue = new WorkQueue(`volumes/${nodeName}`, (k) => this.reconcile(k), 2, log);
   }
 
+  /** The volume's file, or directory for a Filesystem volume. */
   fileFor(v: any): string {
-    return path.join(this.dir, v.metadata.namespace, `${v.metadata.name}-${v.metadata.uid.slice(0, 8)}.${v.spec.format ?? 'qcow2'}`);
+    const stem = `${v.metadata.name}-${v.metadata.uid.slice(0, 8)}`;
+    if (isFilesystem(v)) return path.join(this.dir, v.metadata.namespace, `${stem}.d`);
+    return path.join(this.dir, v.metadata.namespace, `${stem}.${v.spec.format ?? 'qcow2'}`);
   }
 
   private async reconcile(k: string): Promise<void> {
@@ -43,14 +46,32 @@ export class VolumeProvisioner {
     if (v.metadata.deletionTimestamp) {
       const fin: string[] = v.metadata.finalizers ?? [];
       if (fin.includes(VOLUME_PROTECTION) || !fin.includes(VOLUME_STORAGE)) return; // still in use, or not ours
-      fs.rmSync(file, { force: true });
-      fs.rmSync(cbtOverlayPath(file), { force: true }); // a raw disk's change-tracking overlay, if it had one
+      if (isFilesystem(v)) fs.rmSync(file, { recursive: true, force: true });
+      else {
+        fs.rmSync(file, { force: true });
+        fs.rmSync(cbtOverlayPath(file), { force: true }); // a raw disk's change-tracking overlay, if it had one
+      }
       await this.kube
         .mergePatch(GVR.volume, v.metadata.namespace, v.metadata.name, { metadata: { finalizers: fin.filter((f) => f !== VOLUME_STORAGE), resourceVersion: v.metadata.resourceVersion } })
         .catch(ignoreGone);
       return;
     }
+    if (isFilesystem(v) && v.status?.phase === 'Ready') {
+      // Usage changes with every backup written or deleted: the runner requeues the volume then.
+      const used = dirUsage(file);
+      if (used !== v.status.actualSize) await this.setStatus(v, { actualSize: used });
+      return;
+    }
     if (v.status?.phase === 'Ready' || v.status?.phase === 'Failed') return;
+    if (isFilesystem(v)) {
+      try {
+        fs.mkdirSync(file, { recursive: true, mode: 0o700 });
+        await this.setStatus(v, { phase: 'Ready', path: file, actualSize: dirUsage(file), virtualSize: Math.ceil(parseQuantity(v.spec.size)), message: undefined });
+      } catch (e) {
+        await this.setStatus(v, { phase: 'Failed', message: (e as Error).message });
+      }
+      return;
+    }
     try {
       await this.provision(v, file);
       const info = JSON.parse(await qemuImg(['info', '--output=json', file]));
@@ -112,3 +133,28 @@ function qemuImg(args: string[]): Promise<string> {
   );
 }
 
+
+/** Bytes a directory tree takes on disk (allocated blocks, so sparse files count what they hold). */
+export function dirUsage(dir: string): number {
+  let total = 0;
+  const walk = (d: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return; // gone meanwhile
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile())
+        try {
+          total += fs.lstatSync(p).blocks * 512;
+        } catch {
+          /* gone meanwhile */
+        }
+    }
+  };
+  walk(dir);
+  return total;
+}

@@ -291,8 +291,9 @@ const vmiStatus = obj('Observed state of an instance, written by the node agent.
   ),
 });
 
-const volumeSpec = obj('A disk image on node storage.', {
-  size: replace(str('Size of a blank volume, or the minimum size of an imported or cloned one.', { pattern: QUANTITY_PATTERN })),
+const volumeSpec = obj('A disk image on node storage (volumeMode Block), or a directory for backups (volumeMode Filesystem).', {
+  volumeMode: replace(str('Block: a disk image VM disks attach. Filesystem: an empty directory of capacity spec.size, which BackupPolicies and Backups name as spec.target.volume; VM disks cannot use it. An unplaced Filesystem volume is placed on the node of the first Backup that targets it.', { enum: ['Block', 'Filesystem'], default: 'Block' })),
+  size: replace(str('Size of a blank volume, or the minimum size of an imported or cloned one; the capacity of a Filesystem volume (required there).', { pattern: QUANTITY_PATTERN })),
   format: replace(str('Image format on the node.', { enum: ['qcow2', 'raw'], default: 'qcow2' })),
   source: replace(obj('Where the content comes from; exactly one of blank, image, clone, fromBackup.', {
     blank: obj('An empty disk of spec.size.', {}),
@@ -308,9 +309,9 @@ const volumeStatus = obj('Observed state of a volume.', {
   message: str('Detail when Failed.'),
   path: str('File on the node.'),
   nodeName: str('Node holding the file.'),
-  actualSize: int('Bytes used on the node.'),
-  virtualSize: int('Size the guest sees, in bytes.'),
-  usedBy: { type: 'array', items: { type: 'string' }, description: 'VMs using the volume.' },
+  actualSize: int('Bytes used on the node (for a Filesystem volume: by the files in it, refreshed after each backup).'),
+  virtualSize: int('Size the guest sees, in bytes; the capacity of a Filesystem volume.'),
+  usedBy: { type: 'array', items: { type: 'string' }, description: 'VMs using the volume; for a Filesystem volume, the Backups whose points it holds (Backup/<name>).' },
   conditions,
 });
 
@@ -336,13 +337,14 @@ const networkStatus = obj('Observed state of a network.', {
 
 const DURATION_PATTERN = '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$';
 
-const backupTarget = obj('Where backup points are written: a directory on the node that holds the VM\'s volumes, under the agent\'s allowed roots. Default: the agent\'s backup directory.', {
-  path: str('Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/.', {
+const backupTarget = obj('Where backup points are written: a directory on the node that backs the VM up (path), or a Filesystem Volume (volume); one of the two. Default: the agent\'s backup directory.', {
+  path: str('Absolute directory on the node, under the agent\'s allowed roots; points go to <path>/<namespace>/<vm>/<policy|on-demand>/<disk>/.', {
     pattern: '^/',
     maxLength: 4096,
     not: { pattern: '(^|/)\\.\\.(/|$)' },
   }),
-});
+  volume: str('A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it.', { pattern: NAME_PATTERN }),
+}, { not: { required: ['path', 'volume'] } });
 
 const retention = obj('Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy\'s time zone). A point a kept incremental depends on is always kept. Unset: keep everything.', {
   keepLast: int('Keep the newest N points.', { minimum: 1 }),

@@ -425,7 +425,9 @@ export interface VirtualMachineInstance {
 }
 
 export type VolumeSpec = {
-  /** Size of a blank volume, or the minimum size of an imported or cloned one. */
+  /** Block: a disk image VM disks attach. Filesystem: an empty directory of capacity spec.size, which BackupPolicies and Backups name as spec.target.volume; VM disks cannot use it. An unplaced Filesystem volume is placed on the node of the first Backup that targets it. */
+  volumeMode?: "Block" | "Filesystem";
+  /** Size of a blank volume, or the minimum size of an imported or cloned one; the capacity of a Filesystem volume (required there). */
   size?: string;
   /** Image format on the node. */
   format?: "qcow2" | "raw";
@@ -466,11 +468,11 @@ export type VolumeStatus = {
   path?: string;
   /** Node holding the file. */
   nodeName?: string;
-  /** Bytes used on the node. */
+  /** Bytes used on the node (for a Filesystem volume: by the files in it, refreshed after each backup). */
   actualSize?: number;
-  /** Size the guest sees, in bytes. */
+  /** Size the guest sees, in bytes; the capacity of a Filesystem volume. */
   virtualSize?: number;
-  /** VMs using the volume. */
+  /** VMs using the volume; for a Filesystem volume, the Backups whose points it holds (Backup/<name>). */
   usedBy?: Array<string>;
   /** Current conditions. */
   conditions?: Array<{
@@ -697,10 +699,12 @@ export type BackupPolicySpec = {
   };
   /** Disk names to back up; all writable disks when empty. */
   disks?: Array<string>;
-  /** Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory. */
+  /** Where backup points are written: a directory on the node that backs the VM up (path), or a Filesystem Volume (volume); one of the two. Default: the agent's backup directory. */
   target?: {
-    /** Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/. */
+    /** Absolute directory on the node, under the agent's allowed roots; points go to <path>/<namespace>/<vm>/<policy|on-demand>/<disk>/. */
     path?: string;
+    /** A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it. */
+    volume?: string;
   };
   /** Skip scheduled runs while true (retention still applies). */
   paused?: boolean;
@@ -767,10 +771,12 @@ export type BackupSpec = {
   policy?: string;
   /** Disk names; all writable disks when empty. */
   disks?: Array<string>;
-  /** Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory. */
+  /** Where backup points are written: a directory on the node that backs the VM up (path), or a Filesystem Volume (volume); one of the two. Default: the agent's backup directory. */
   target?: {
-    /** Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/. */
+    /** Absolute directory on the node, under the agent's allowed roots; points go to <path>/<namespace>/<vm>/<policy|on-demand>/<disk>/. */
     path?: string;
+    /** A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it. */
+    volume?: string;
   };
 };
 

@@ -100,6 +100,24 @@ export class BackupReconciler {
     const vmi = this.caches.vmis.get(`${ns}/${b.spec.vm}`);
     const live = vmi && vmi.spec?.nodeName && !vmi.metadata.deletionTimestamp && !FINISHED.has(vmi.status?.phase);
     const node = live ? (vmi.spec.nodeName as string) : [...nodes][0];
+    const t = b.spec.target ?? {};
+    if (t.path && t.volume) return fail('InvalidSpec', 'spec.target: set path or volume, not both');
+    if (t.volume) {
+      const tv = this.caches.volumes.get(`${ns}/${t.volume}`);
+      if (!tv) {
+        await this.status(b, { message: `waiting for Volume ${t.volume} (spec.target.volume) to exist` });
+        return { requeueAfterMs: 2000 };
+      }
+      if (tv.spec?.volumeMode !== 'Filesystem')
+        return fail('InvalidSpec', `spec.target.volume: Volume ${t.volume} has volumeMode ${tv.spec?.volumeMode ?? 'Block'} (a disk image); backups need a Filesystem volume`);
+      if (tv.status?.phase === 'Failed') return fail('InvalidSpec', `spec.target.volume: Volume ${t.volume} failed: ${tv.status.message ?? 'no detail'}`);
+      const where = tv.status?.nodeName ?? tv.spec?.nodeName;
+      if (where && where !== node)
+        return fail(
+          'InvalidSpec',
+          `spec.target.volume: Volume ${t.volume} is on node ${where}, but VirtualMachine ${b.spec.vm} is backed up on node ${node} (node-local storage: the target must be on the node that writes the points)`,
+        );
+    }
     await this.status(b, { phase: 'Pending', node, message: 'waiting for the node agent' });
   }
 

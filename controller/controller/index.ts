@@ -99,6 +99,8 @@ export class Controller {
         for (const v of this.caches.volumes.list())
           if (v.metadata.namespace === o.metadata.namespace && v.spec?.source?.fromBackup?.backup === o.metadata.name && !v.status?.nodeName) this.volumeQueue.add(key(v));
         if (o.spec?.policy) this.policyQueue.add(`${o.metadata.namespace}/${o.spec.policy}`);
+        // A Filesystem volume is placed by, and protected while holding, the Backups that target it.
+        if (o.spec?.target?.volume) this.volumeQueue.add(`${o.metadata.namespace}/${o.spec.target.volume}`);
         for (const r of this.caches.restores.list()) if (r.metadata.namespace === o.metadata.namespace && r.spec?.backup === o.metadata.name) this.restoreQueue.add(key(r));
       });
       this.caches.restores.inf.on(ev, (o: any) => this.restoreQueue.add(key(o)));

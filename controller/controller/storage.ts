@@ -20,6 +20,26 @@ export function usersOf(caches: Caches, ns: string, volume: string): string[] {
   return out.sort();
 }
 
+export function isFilesystem(v: any): boolean {
+  return v?.spec?.volumeMode === 'Filesystem';
+}
+
+/** Backups whose points a Filesystem volume holds (or will: unfinished ones count; Failed ones hold nothing). */
+export function backupsIn(caches: Caches, ns: string, volume: string): any[] {
+  return [...caches.backups.list()]
+    .filter((b) => b.metadata.namespace === ns && b.spec?.target?.volume === volume && b.status?.phase !== 'Failed')
+    .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+}
+
+/** Why a Volume's spec cannot work, naming the field; undefined when it can. */
+export function volumeSpecError(v: any): string | undefined {
+  if (!isFilesystem(v)) return undefined;
+  const src = Object.keys(v.spec?.source ?? {}).filter((k) => k !== 'blank');
+  if (src.length) return `spec.source.${src[0]}: a Filesystem volume is an empty directory; sources apply to Block volumes`;
+  if (!v.spec?.size) return 'spec.size: required for a Filesystem volume (its capacity)';
+  return undefined;
+}
+
 export class VolumeReconciler {
   constructor(
     private readonly kube: Kube,
@@ -31,11 +51,15 @@ export class VolumeReconciler {
     if (!v) return;
     const ns = v.metadata.namespace;
     const name = v.metadata.name;
-    const users = usersOf(this.caches, ns, name);
+    const fsMode = isFilesystem(v);
+    // A Filesystem volume is in use while Backups keep points in it (delete them, or their policy, first).
+    const users = fsMode ? backupsIn(this.caches, ns, name).map((b) => `Backup/${b.metadata.name}`) : usersOf(this.caches, ns, name);
     const fin: string[] = v.metadata.finalizers ?? [];
     if (v.metadata.deletionTimestamp) {
       if (users.length) {
-        const message = `deletion waits: in use by ${users.map((u) => `VirtualMachine ${u}`).join(', ')}`;
+        const message = fsMode
+          ? `deletion waits: holds the points of ${users.map((u) => u.replace('/', ' ')).join(', ')} (delete those Backups, or their BackupPolicy, first)`
+          : `deletion waits: in use by ${users.map((u) => `VirtualMachine ${u}`).join(', ')}`;
         const blocked = (v.status?.conditions ?? []).find((c: any) => c.type === 'DeletionBlocked');
         if (blocked?.message !== message || !isDeepStrictEqual(v.status?.usedBy, users)) {
           await recordEvent(this.kube, v, 'Warning', 'VolumeInUse', message);
@@ -62,6 +86,26 @@ export class VolumeReconciler {
     }
     const status = { ...(v.status ?? {}) };
     status.usedBy = users;
+    const bad = volumeSpecError(v);
+    if (bad) {
+      const next = { ...status, phase: 'Failed', message: bad };
+      if (!isDeepStrictEqual(next, v.status)) await this.status(v, next);
+      return;
+    }
+    if (!status.nodeName && fsMode && !v.spec.nodeName) {
+      // Placed where it is first needed: backups are written by the agent of the node that backs the VM up.
+      const first = backupsIn(this.caches, ns, name)
+        .filter((b) => b.status?.node)
+        .sort((a, b) => Date.parse(a.metadata.creationTimestamp ?? 0) - Date.parse(b.metadata.creationTimestamp ?? 0))[0];
+      if (!first) {
+        const next = { ...status, phase: 'Pending', message: 'placed on the node of the first Backup that targets it (or set spec.nodeName)' };
+        if (!isDeepStrictEqual(next, v.status)) await this.status(v, next);
+        return;
+      }
+      status.nodeName = first.status.node;
+      status.phase = 'Pending';
+      delete status.message;
+    }
     if (!status.nodeName) {
       // A restore waits for its backup to succeed, and fails when it cannot.
       const from = v.spec.source?.fromBackup?.backup;

@@ -171,6 +171,8 @@ export class VmReconciler {
     for (const d of vm.spec.disks ?? []) {
       const v = this.caches.volumes.get(`${ns}/${d.volume}`);
       if (!v) return { volumes, networks: [], nodes, error: { printable: 'WaitingForVolume', reason: 'VolumeNotFound', message: `disk ${d.name}: Volume ${d.volume} not found` } };
+      if (v.spec?.volumeMode === 'Filesystem')
+        return { volumes, networks: [], nodes, error: { printable: 'WaitingForVolume', reason: 'VolumeNotBlock', message: `disk ${d.name}: Volume ${d.volume} has volumeMode Filesystem (a directory for backups); VM disks need a Block volume` } };
       if (v.status?.phase !== 'Ready')
         return { volumes, networks: [], nodes, error: { printable: 'WaitingForVolume', reason: 'VolumeNotReady', message: `disk ${d.name}: Volume ${d.volume} is ${v.status?.phase ?? 'Pending'}` } };
       volumes.push({ name: d.name, path: v.status.path, format: v.spec.format ?? 'qcow2' });

@@ -39,6 +39,8 @@ export class BackupPolicy extends CrdResource {
         out.push({ property: 'schedule', reason: (e as Error).message });
       }
     }
+    if (isObject(spec.target) && spec.target.path !== undefined && spec.target.volume !== undefined)
+      out.push({ property: 'target', reason: 'target: set path (a directory on the node) or volume (a Filesystem Volume), not both' });
     if (typeof spec.timeZone === 'string') {
       try {
         validateTimeZone(spec.timeZone, 'timeZone');

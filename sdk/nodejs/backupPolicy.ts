@@ -93,7 +93,7 @@ export class BackupPolicy extends pulumi.CustomResource {
      */
     declare public readonly selector: pulumi.Output<outputs.BackupPolicySelector | undefined>;
     /**
-     * Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory. Changing this replaces the BackupPolicy.
+     * Where backup points are written: a directory on the node that backs the VM up (path), or a Filesystem Volume (volume); one of the two. Default: the agent's backup directory. Changing this replaces the BackupPolicy.
      */
     declare public readonly target: pulumi.Output<outputs.BackupPolicyTarget | undefined>;
     /**
@@ -208,7 +208,7 @@ export interface BackupPolicyArgs {
      */
     selector?: pulumi.Input<inputs.BackupPolicySelectorArgs>;
     /**
-     * Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory. Changing this replaces the BackupPolicy.
+     * Where backup points are written: a directory on the node that backs the VM up (path), or a Filesystem Volume (volume); one of the two. Default: the agent's backup directory. Changing this replaces the BackupPolicy.
      */
     target?: pulumi.Input<inputs.BackupPolicyTargetArgs>;
     /**

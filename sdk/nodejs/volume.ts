@@ -37,7 +37,7 @@ export class Volume extends pulumi.CustomResource {
     }
 
     /**
-     * Bytes used on the node.
+     * Bytes used on the node (for a Filesystem volume: by the files in it, refreshed after each backup).
      */
     declare public /*out*/ readonly actualSize: pulumi.Output<number | undefined>;
     /**
@@ -77,7 +77,7 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly phase: pulumi.Output<string | undefined>;
     /**
-     * Size of a blank volume, or the minimum size of an imported or cloned one. Changing this replaces the Volume.
+     * Size of a blank volume, or the minimum size of an imported or cloned one; the capacity of a Filesystem volume (required there). Changing this replaces the Volume.
      */
     declare public readonly size: pulumi.Output<string | undefined>;
     /**
@@ -89,9 +89,13 @@ export class Volume extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly uid: pulumi.Output<string | undefined>;
     /**
-     * Size the guest sees, in bytes.
+     * Size the guest sees, in bytes; the capacity of a Filesystem volume.
      */
     declare public /*out*/ readonly virtualSize: pulumi.Output<number | undefined>;
+    /**
+     * Block: a disk image VM disks attach. Filesystem: an empty directory of capacity spec.size, which BackupPolicies and Backups name as spec.target.volume; VM disks cannot use it. An unplaced Filesystem volume is placed on the node of the first Backup that targets it. One of: `Block`, `Filesystem`. Default: `"Block"`. Changing this replaces the Volume.
+     */
+    declare public readonly volumeMode: pulumi.Output<string | undefined>;
 
     /**
      * Create a Volume resource with the given unique name, arguments, and options.
@@ -118,6 +122,7 @@ export class Volume extends pulumi.CustomResource {
             resourceInputs["source"] = args ? args.source : undefined;
             resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["virtualSize"] = undefined /*out*/;
+            resourceInputs["volumeMode"] = args ? args.volumeMode : undefined;
         } else {
             resourceInputs["actualSize"] = undefined /*out*/;
             resourceInputs["annotations"] = undefined /*out*/;
@@ -133,6 +138,7 @@ export class Volume extends pulumi.CustomResource {
             resourceInputs["source"] = undefined /*out*/;
             resourceInputs["uid"] = undefined /*out*/;
             resourceInputs["virtualSize"] = undefined /*out*/;
+            resourceInputs["volumeMode"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
         super(Volume.__pulumiType, name, resourceInputs, opts);
@@ -168,11 +174,15 @@ export interface VolumeArgs {
      */
     nodeName?: pulumi.Input<string>;
     /**
-     * Size of a blank volume, or the minimum size of an imported or cloned one. Changing this replaces the Volume.
+     * Size of a blank volume, or the minimum size of an imported or cloned one; the capacity of a Filesystem volume (required there). Changing this replaces the Volume.
      */
     size?: pulumi.Input<string>;
     /**
      * Where the content comes from; exactly one of blank, image, clone, fromBackup. Changing this replaces the Volume.
      */
     source?: pulumi.Input<inputs.VolumeSourceArgs>;
+    /**
+     * Block: a disk image VM disks attach. Filesystem: an empty directory of capacity spec.size, which BackupPolicies and Backups name as spec.target.volume; VM disks cannot use it. An unplaced Filesystem volume is placed on the node of the first Backup that targets it. One of: `Block`, `Filesystem`. Default: `"Block"`. Changing this replaces the Volume.
+     */
+    volumeMode?: pulumi.Input<string>;
 }

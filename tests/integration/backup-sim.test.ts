@@ -305,3 +305,68 @@ test('two chains of one VM (a policy and on-demand backups) keep their own bitma
   expect(p2.status.disks[0].manifest).toContain('/eps/nightly/root/');
   expect(d2.status.disks[0].manifest).toContain('/eps/on-demand/root/');
 });
+
+test('a Filesystem Volume as the target: placed by its first Backup, refuses a VM on another node, a Block volume and a full volume, and is kept while it holds points', async () => {
+  await post('volumes', { kind: 'Volume', metadata: { name: 'repo' }, spec: { volumeMode: 'Filesystem', size: '64Mi' } });
+  await eventually(async () => {
+    const v = await get(`${api}/volumes/repo`);
+    return v.status?.phase === 'Pending' && /first Backup that targets it/.test(v.status.message) && !v.status.nodeName ? v : undefined;
+  }, 10_000, 'repo unplaced, waiting for its first Backup');
+  await vm('fsa');
+  const a = await running('fsa');
+  const b1 = await backup('fsa-1', { vm: 'fsa', type: 'Full', target: { volume: 'repo' } });
+  expect(b1.status).toMatchObject({ phase: 'Succeeded', type: 'Full', node: a.status.node });
+  const b2 = await backup('fsa-2', { vm: 'fsa', target: { volume: 'repo' } });
+  expect(b2.status).toMatchObject({ phase: 'Succeeded', type: 'Incremental', disks: [expect.objectContaining({ base: 'fsa-1' })] });
+  const repo = await eventually(async () => {
+    const v = await get(`${api}/volumes/repo`);
+    return v.status?.phase === 'Ready' && v.status.actualSize > 0 && v.status.usedBy?.length === 2 ? v : undefined;
+  }, 10_000, 'repo Ready with its usage');
+  expect(repo.status).toMatchObject({ nodeName: a.status.node, virtualSize: 64 * 1024 * 1024, usedBy: ['Backup/fsa-1', 'Backup/fsa-2'] });
+  for (const b of [b1, b2]) {
+    expect(b.status.disks[0].manifest.startsWith(`${repo.status.path}/${ns}/fsa/on-demand/root/`)).toBe(true);
+    expect(fs.existsSync(b.status.disks[0].manifest)).toBe(true);
+  }
+
+  // A VM on the other node cannot write into it (node-local storage).
+  const other = rt.agents.map((x) => x.nodeName).find((n) => n !== a.status.node)!;
+  await post('volumes', { kind: 'Volume', metadata: { name: 'fsb-root' }, spec: { size: '16Mi', nodeName: other, source: { blank: {} } } });
+  await post('virtualmachines', { kind: 'VirtualMachine', metadata: { name: 'fsb' }, spec: { backend: 'sim', memory: '64Mi', disks: [{ name: 'root', volume: 'fsb-root' }] } });
+  expect((await running('fsb')).status.node).toBe(other);
+  const bx = await backup('fsb-1', { vm: 'fsb', type: 'Full', target: { volume: 'repo' } });
+  expect(bx.status).toMatchObject({ phase: 'Failed', reason: 'InvalidSpec' });
+  expect(bx.status.message).toBe(
+    `spec.target.volume: Volume repo is on node ${a.status.node}, but VirtualMachine fsb is backed up on node ${other} (node-local storage: the target must be on the node that writes the points)`,
+  );
+  // A disk image is no target, a directory is no disk, and path and volume exclude each other.
+  const by = await backup('fsa-x', { vm: 'fsa', type: 'Full', target: { volume: 'fsa-root' } });
+  expect(by.status.message).toMatch(/^spec\.target\.volume: Volume fsa-root has volumeMode Block \(a disk image\); backups need a Filesystem volume$/);
+  const both = await c.request('POST', `${api}/backups`, { apiVersion: 'kubevm.dev/v1alpha1', kind: 'Backup', metadata: { name: 'fsa-y' }, spec: { vm: 'fsa', target: { path: '/tmp', volume: 'repo' } } });
+  expect(both.status).toBe(422);
+  expect(both.text).toContain('spec.target');
+  await post('virtualmachines', { kind: 'VirtualMachine', metadata: { name: 'fsc' }, spec: { backend: 'sim', memory: '64Mi', disks: [{ name: 'root', volume: 'repo' }] } });
+  await eventually(async () => {
+    const v = await get(`${api}/virtualmachines/fsc`);
+    return JSON.stringify(v.status ?? {}).includes('disk root: Volume repo has volumeMode Filesystem (a directory for backups); VM disks need a Block volume') ? v : undefined;
+  }, 10_000, 'fsc refused its Filesystem disk');
+
+  // Capacity: a Full that would not fit is refused before anything is written.
+  await post('volumes', { kind: 'Volume', metadata: { name: 'tiny' }, spec: { volumeMode: 'Filesystem', size: '8Ki', nodeName: a.status.node } });
+  const bt = await backup('fsa-t', { vm: 'fsa', type: 'Full', target: { volume: 'tiny' } });
+  expect(bt.status).toMatchObject({ phase: 'Failed', reason: 'TargetFull' });
+  expect(bt.status.message).toMatch(/^spec\.target\.volume: Volume tiny holds 0 KiB of its 8 KiB \(spec\.size\); this Full backup needs about \d+ KiB more \(the disks' allocated data\): delete Backups, tighten the policy's retention, or use a larger volume$/);
+  expect(fs.readdirSync((await get(`${api}/volumes/tiny`)).status.path)).toEqual([]);
+
+  // Deleting the volume waits for the Backups whose points it holds; then its directory goes.
+  expect((await c.request('DELETE', `${api}/volumes/repo`)).status).toBe(200);
+  await eventually(async () => {
+    const v = await get(`${api}/volumes/repo`);
+    const blocked = (v.status?.conditions ?? []).find((x: any) => x.type === 'DeletionBlocked');
+    return blocked?.message === 'deletion waits: holds the points of Backup fsa-1, Backup fsa-2 (delete those Backups, or their BackupPolicy, first)' ? v : undefined;
+  }, 10_000, 'repo deletion blocked by its backups');
+  expect(fs.existsSync(repo.status.path)).toBe(true);
+  await c.request('DELETE', `${api}/backups/fsa-2`);
+  await c.request('DELETE', `${api}/backups/fsa-1`);
+  await eventually(async () => ((await c.request('GET', `${api}/volumes/repo`)).status === 404 ? true : undefined), 20_000, 'repo deleted');
+  expect(fs.existsSync(repo.status.path)).toBe(false);
+});

@@ -268,6 +268,58 @@ describe('BackupPolicy', () => {
   }, 180_000);
 });
 
+describe('a Filesystem Volume as the backup target', () => {
+  test('Check names the field; the volume is created unplaced, the policy places it on the VM\'s node and fills it', async () => {
+    const volFailures = async (news: any) => (await p.check(VOL, 'repo', { name: 'repo', ...news })).failures;
+    expect(await volFailures({ volumeMode: 'Filesystem' })).toEqual([{ property: 'size', reason: 'size: required for a Filesystem volume (its capacity)' }]);
+    expect(await volFailures({ volumeMode: 'Filesystem', size: '1Gi', source: { image: { path: '/images/a.qcow2' } } })).toEqual([
+      { property: 'source', reason: 'source.image: a Filesystem volume is an empty directory; sources apply to Block volumes' },
+    ]);
+    expect(await volFailures({ volumeMode: 'Directory', size: '1Gi' })).toEqual([expect.objectContaining({ property: 'volumeMode' })]);
+    const bpFailures = (await p.check(BP, 'both', { name: 'both', vms: ['web'], schedule: '@daily', target: { path: '/tmp/b', volume: 'repo' } })).failures;
+    expect(bpFailures).toContainEqual({ property: 'target', reason: 'target: set path (a directory on the node) or volume (a Filesystem Volume), not both' });
+
+    // Created while nobody targets it yet: done, unplaced.
+    const repo = await up(VOL, 'repo', { name: 'repo', volumeMode: 'Filesystem', size: '256Mi' }, 60);
+    expect(repo.props).toMatchObject({ phase: 'Pending', node: '' });
+    const pol = await up(BP, 'to-repo', { name: 'to-repo', vms: ['web'], schedule: '0 3 * * *', target: { volume: 'repo' } }, 60);
+    // Run it now: the controller's clock moves to the next scheduled time.
+    const next = Date.parse(pol.props.nextScheduleTime);
+    rt.controller.policies.now = () => Date.now() + (next + 1000 - Date.now());
+    await merge(`${api}/backuppolicies/to-repo`, { metadata: { annotations: { 'test/tick': '1' } } });
+    const run = await eventually(
+      async () => {
+        const list = (await p.invoke(LIST, { vm: 'web' })).value.backups.filter((b: any) => b.policy === 'to-repo');
+        return list.length === 1 && list[0].phase === 'Succeeded' ? list[0] : undefined;
+      },
+      20_000,
+      'the run into the volume',
+    );
+    rt.controller.policies.now = () => Date.now();
+    const web = await get(`${api}/virtualmachines/web`);
+    const read = (await eventually(
+      async () => {
+        const r = await p.read(VOL, 'repo', repo.id, repo.props, repo.inputs);
+        return r.props.phase === 'Ready' && r.props.actualSize > 0 ? r : undefined;
+      },
+      10_000,
+      'repo placed and used',
+    ))!;
+    expect(read.props).toMatchObject({ node: web.status.node, virtualSize: 256 * 1024 * 1024 });
+    expect(read.inputs).toEqual(repo.inputs); // placement and usage are not drift
+    const b = await get(`${api}/backups/${run.name}`);
+    expect(b.status.disks[0].manifest.startsWith(`${read.props.path}/${ns}/web/to-repo/root/`)).toBe(true);
+    expect(fs.existsSync(b.status.disks[0].manifest)).toBe(true);
+
+    // Deleting the policy keeps the backup (and so the volume); without the backup the volume goes with its directory.
+    await p.del(BP, 'to-repo', pol.id, pol.props);
+    expect((await c.request('DELETE', `${api}/backups/${run.name}`)).status).toBe(200);
+    await eventually(async () => ((await c.request('GET', `${api}/backups/${run.name}`)).status === 404 ? true : undefined), 10_000, 'backup gone');
+    await p.del(VOL, 'repo', repo.id, read.props);
+    expect(fs.existsSync(read.props.path)).toBe(false);
+  }, 60_000);
+});
+
 describe('Volume source.fromBackup', () => {
   test('Check accepts it without a size and refuses two sources; Create waits until the point is restored and verified', async () => {
     const [first] = (await p.invoke(LIST, { vm: 'db' })).value.backups;

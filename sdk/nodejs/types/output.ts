@@ -146,13 +146,17 @@ export interface BackupPolicySelector {
 }
 
 /**
- * Where backup points are written: a directory on the node that holds the VM's volumes, under the agent's allowed roots. Default: the agent's backup directory.
+ * Where backup points are written: a directory on the node that backs the VM up (path), or a Filesystem Volume (volume); one of the two. Default: the agent's backup directory.
  */
 export interface BackupPolicyTarget {
     /**
-     * Absolute directory on the node; points go to <path>/<namespace>/<vm>/<disk>/.
+     * Absolute directory on the node, under the agent's allowed roots; points go to <path>/<namespace>/<vm>/<policy|on-demand>/<disk>/.
      */
     path?: string;
+    /**
+     * A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it.
+     */
+    volume?: string;
 }
 
 /**
