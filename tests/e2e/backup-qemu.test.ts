@@ -318,4 +318,19 @@ test('in place onto the stopped VM: the disk goes back to a point; the next (off
   const off = await backup('p6');
   expect(off.status).toMatchObject({ phase: 'Succeeded', online: false, type: 'Full', reason: 'BitmapMissing' });
   expect(off.status.disks[0].checksum).toBe(p1.checksum);
+
+  // Into a Filesystem Volume, and back out of it: the same content, checksum and bytes.
+  await post('volumes', { kind: 'Volume', metadata: { name: 'vault' }, spec: { volumeMode: 'Filesystem', size: '1Gi' } });
+  const inVault = await backup('p7', { type: 'Full', target: { volume: 'vault' } });
+  expect(inVault.status).toMatchObject({ phase: 'Succeeded', type: 'Full' });
+  const vault = await eventually(async () => {
+    const v = await get(`${api}/volumes/vault`);
+    return v.status?.phase === 'Ready' && v.status.actualSize >= inVault.status.disks[0].size ? v : undefined;
+  }, 20_000, 'vault placed, holding the point');
+  expect(vault.status.nodeName).toBe('node-0');
+  expect(inVault.status.disks[0].path.startsWith(`${vault.status.path}/`)).toBe(true);
+  expect(inVault.status.disks[0].checksum).toBe(p1.checksum);
+  await post('restores', { kind: 'Restore', metadata: { name: 'r-p7' }, spec: { backup: 'p7', volume: 'restored-p7' } });
+  expect((await finished('restores', 'r-p7')).status).toMatchObject({ phase: 'Succeeded', checksum: p1.checksum });
+  expect(compare(captures.p1, 'raw', (await get(`${api}/volumes/restored-p7`)).status.path, 'qcow2')).toBe('Images are identical.');
 }, 300_000);
