@@ -146,6 +146,8 @@ export interface PointManifest {
   completedAt: string;
   /** Written by the sim backend: the point's files are placeholders, not images. */
   sim?: boolean;
+  /** Ids of older points folded into this one by retention merges. */
+  mergedFrom?: string[];
 }
 
 export interface RestoreRequest {
@@ -166,6 +168,36 @@ export interface RestoreResult {
   format: 'qcow2' | 'raw';
   virtualSize: number;
   /** The checksum of the written image; equal to the point's (else restore() throws). */
+  checksum: string;
+  durationMs: number;
+}
+
+/**
+ * Folds the points between a kept point and an older point of its chain into
+ * the kept point (retention with mergeIncrementals): its file is rebased onto
+ * `onto` (qemu-img rebase, safe mode: the clusters of the folded points it does
+ * not overwrite itself are copied into it), or made self-contained when `onto`
+ * is absent, and its digests and manifest say so. Its content and checksum do
+ * not change. The folded points are not deleted here: nothing depends on them
+ * afterwards, and deleting their Backups removes their files.
+ */
+export interface MergeRequest {
+  /** Manifest of the kept point (an incremental). */
+  point: string;
+  /** Manifest of its new base, an older point of its chain; absent: it becomes a Full. */
+  onto?: string;
+}
+
+export interface MergeResult {
+  point: string;
+  type: BackupType;
+  /** Manifest of the new base (absent for a Full). */
+  base?: string;
+  chain: string[];
+  /** Ids of the points folded into it (this merge and earlier ones). */
+  mergedFrom: string[];
+  /** Bytes of the point's files after the merge. */
+  size: number;
   checksum: string;
   durationMs: number;
 }

@@ -13,6 +13,8 @@ import type {
   BackupResult,
   BackupSource,
   DiskTracking,
+  MergeRequest,
+  MergeResult,
   RestoreRequest,
   RestoreResult,
   VerifyResult,
@@ -256,6 +258,8 @@ export interface Backend extends LiveOps {
   restore(req: RestoreRequest): Promise<RestoreResult>;
   /** Recomputes a point's checksum from its chain and checks the chain's manifests. */
   verifyBackup(point: string): Promise<VerifyResult>;
+  /** Folds the points between a kept point and an older one of its chain into it (retention merges). */
+  mergeBackup(req: MergeRequest): Promise<MergeResult>;
   /** Per disk: the bitmaps and whether the next backup can be incremental. */
   changeTracking(source: BackupSource): Promise<DiskTracking[]>;
   /** Removes kubevm's bitmaps (offline also a raw disk's overlay): the next backup is Full. */

@@ -240,3 +240,63 @@ describe('QEMU runs with malloc tuned for block jobs (qemu/malloc.ts)', () => {
     }
   });
 });
+
+describe('merging points (retention with mergeIncrementals)', () => {
+  test('folding incrementals into a kept point, then making it self-contained: every kept point restores to its moment', async () => {
+    const disk = path.join(tmp, 'merge.qcow2');
+    img('create', '-q', '-f', 'qcow2', disk, String(64 * MiB));
+    const d: DiskSpec = { name: 'data', path: disk, format: 'qcow2', bus: 'virtio' };
+    const b = new QemuBackend({ runRoot: path.join(tmp, 'run-merge'), stopGraceMs: 0 });
+    const target = path.join(tmp, 'merge-target');
+    const at: Record<string, Buffer> = {};
+    const points: Record<string, string> = {};
+    const writes: Record<string, string[]> = {
+      m1: ['write -P 0x11 0 8M', 'write -P 0x12 40M 1M'],
+      m2: ['write -P 0x21 1M 2M', 'write -P 0x22 50M 64k'],
+      m3: ['write -P 0x31 2M 64k', 'write -z 40M 512k'],
+      m4: ['write -P 0x41 60M 3M'],
+    };
+    try {
+      for (const [id, cmds] of Object.entries(writes)) {
+        qio(disk, 'qcow2', ...cmds);
+        at[id] = rawOf(disk, 'qcow2');
+        const r = (await b.backup({ offline: { disks: [d] } }, { targetDir: target, type: id === 'm1' ? 'Full' : 'Incremental', pointId: id })).disks[0];
+        points[id] = r.point;
+      }
+      const restoresTo = async (id: string) => {
+        const dest = path.join(tmp, `merge-${id}-${randomBytes(2).toString('hex')}.raw`);
+        await b.restore({ point: points[id], dest, format: 'raw' });
+        return fs.readFileSync(dest).equals(at[id]);
+      };
+      const before = JSON.parse(fs.readFileSync(points.m3, 'utf8'));
+
+      // m3 onto m1: m2 folded in.
+      const r1 = await b.mergeBackup({ point: points.m3, onto: points.m1 });
+      expect(r1).toMatchObject({ type: 'Incremental', base: points.m1, chain: ['m1', 'm3'], mergedFrom: ['m2'], checksum: before.checksum });
+      expect(JSON.parse(img('info', '--output=json', path.join(path.dirname(points.m3), 'm3.qcow2')))['backing-filename']).toBe('m1.qcow2');
+      for (const f of ['m2.qcow2', 'm2.sums', 'm2.json']) fs.rmSync(path.join(path.dirname(points.m2), f));
+      expect(await restoresTo('m3')).toBe(true);
+      // m4, built on m3, now chains m1 → m3 → m4 and restores as before.
+      expect(await b.verifyBackup(points.m4)).toMatchObject({ ok: true, chain: ['m1', 'm3', 'm4'] });
+      expect(await restoresTo('m4')).toBe(true);
+      // Repeating a finished merge changes nothing.
+      expect(await b.mergeBackup({ point: points.m3, onto: points.m1 })).toMatchObject({ chain: ['m1', 'm3'], mergedFrom: ['m2'] });
+
+      // m3 self-contained: m1 folded in; it is a Full now and restores on its own.
+      const r2 = await b.mergeBackup({ point: points.m3 });
+      expect(r2).toMatchObject({ type: 'Full', chain: ['m3'], mergedFrom: ['m2', 'm1'], checksum: before.checksum });
+      expect(r2.base).toBeUndefined();
+      for (const f of ['m1.qcow2', 'm1.sums', 'm1.json']) fs.rmSync(path.join(path.dirname(points.m1), f));
+      expect(await restoresTo('m3')).toBe(true);
+      expect(await b.verifyBackup(points.m3)).toMatchObject({ ok: true, problems: [] });
+      expect(await b.verifyBackup(points.m4)).toMatchObject({ ok: true, chain: ['m3', 'm4'] });
+      expect(await restoresTo('m4')).toBe(true);
+
+      // Bad requests name the field; a damaged chain is not merged.
+      await expect(b.mergeBackup({ point: points.m3, onto: '/nowhere/p.json' })).rejects.toThrow(/^onto: \/nowhere\/p\.json is not a point of the chain of m3 \(m3\)$/);
+      await expect(b.mergeBackup({ point: 'rel.json' } as any)).rejects.toThrow(/^point: "rel\.json" must be the absolute path/);
+    } finally {
+      await b.close();
+    }
+  });
+});

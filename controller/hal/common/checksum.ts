@@ -419,7 +419,8 @@ export function encodeDelta(changes: Map<number, Buffer>): Buffer {
   return buf;
 }
 
-function decodeDelta(p: string, chunks: number, into: Map<number, Buffer>): void {
+/** An incremental's digests (`.sums` delta records) laid into `into` (later calls override earlier ones). */
+export function decodeDelta(p: string, chunks: number, into: Map<number, Buffer>): void {
   const buf = fs.readFileSync(p);
   if (buf.length % RECORD !== 0) throw new Error(`${p}: not a digest delta (size ${buf.length} is not a multiple of ${RECORD})`);
   for (let o = 0; o < buf.length; o += RECORD) {
@@ -440,12 +441,15 @@ export function chainSumsChecksum(
   virtualSize: number,
   extra?: Map<number, Buffer>,
   algo: ChecksumAlgorithm = DEFAULT_ALGORITHM,
+  /** Also writes the resulting digests (a Full's `.sums`) there, synced. */
+  out?: string,
 ): string {
   const chunks = chunkCount(virtualSize);
   const changed = new Map<number, Buffer>();
   for (const d of deltaSums) decodeDelta(d, chunks, changed);
   for (const [i, d] of extra ?? []) changed.set(i, d);
   const fd = fs.openSync(fullSums, 'r');
+  const ofd = out !== undefined ? fs.openSync(out, 'w') : undefined;
   try {
     const size = fs.fstatSync(fd).size;
     if (size !== chunks * DIGEST) throw new Error(`${fullSums}: holds ${size / DIGEST} digests, the image has ${chunks} chunks`);
@@ -460,9 +464,12 @@ export function chainSumsChecksum(
         if (c) c.copy(block, k * DIGEST);
       }
       outer.update(block.subarray(0, n * DIGEST));
+      if (ofd !== undefined) fs.writeSync(ofd, block, 0, n * DIGEST);
     }
+    if (ofd !== undefined) fs.fsyncSync(ofd);
     return finish(outer, algo);
   } finally {
     fs.closeSync(fd);
+    if (ofd !== undefined) fs.closeSync(ofd);
   }
 }

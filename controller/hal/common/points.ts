@@ -210,6 +210,76 @@ export function loadChain(manifestPath: string): LoadedPoint[] {
   return out;
 }
 
+/** What a merge does to a chain: the kept point, its new base (undefined: none) and the points folded in. */
+export interface MergePlan {
+  chain: LoadedPoint[];
+  top: LoadedPoint;
+  onto?: LoadedPoint;
+  /** Oldest first. Empty: already merged (a merge is repeated after a crash). */
+  folded: LoadedPoint[];
+}
+
+export function planMerge(req: { point?: unknown; onto?: unknown }): MergePlan {
+  if (typeof req?.point !== 'string' || !req.point.startsWith('/'))
+    throw new HalError('Invalid', `point: ${JSON.stringify(req?.point)} must be the absolute path of a point's manifest`);
+  if (req.onto !== undefined && (typeof req.onto !== 'string' || !req.onto.startsWith('/')))
+    throw new HalError('Invalid', `onto: ${JSON.stringify(req.onto)} must be the absolute path of a point's manifest, or absent`);
+  const chain = loadChain(req.point);
+  const top = chain[chain.length - 1];
+  let idx = -1;
+  if (req.onto !== undefined) {
+    const want = path.resolve(req.onto as string);
+    idx = chain.findIndex((p) => p.manifestPath === want);
+    if (idx < 0) throw new HalError('Invalid', `onto: ${want} is not a point of the chain of ${top.m.id} (${top.m.chain.join(' → ')})`);
+    if (idx === chain.length - 1) throw new HalError('Invalid', `onto: ${want} is the point itself`);
+  }
+  return { chain, top, onto: idx >= 0 ? chain[idx] : undefined, folded: chain.slice(idx + 1, -1) };
+}
+
+/** The kept point's manifest after the merge: same content and checksum, a shorter chain. */
+export function mergedManifest(p: MergePlan): PointManifest {
+  const { top, onto, folded } = p;
+  const m: PointManifest = { ...top.m };
+  delete m.base;
+  if (onto) {
+    m.type = 'Incremental';
+    m.base = { id: onto.m.id, manifest: path.relative(top.dir, onto.manifestPath) };
+    m.chain = [...onto.m.chain, top.m.id];
+  } else {
+    m.type = 'Full';
+    m.chain = [top.m.id];
+  }
+  m.mergedFrom = [...new Set([...(top.m.mergedFrom ?? []), ...folded.flatMap((f) => [...(f.m.mergedFrom ?? []), f.m.id])])];
+  return m;
+}
+
+/**
+ * After a merge into `top`: the points built on it (in its directory) list
+ * their chain from the Full; their lists now go through top's shorter chain.
+ * Each manifest is rewritten atomically; a merge repeated after a crash
+ * finishes what is left. Returns the ids rewritten.
+ */
+export function rechainDescendants(top: LoadedPoint): string[] {
+  const out: string[] = [];
+  for (const f of fs.readdirSync(top.dir)) {
+    if (!f.endsWith('.json')) continue;
+    const p = path.join(top.dir, f);
+    let m: PointManifest;
+    try {
+      m = readManifest(p);
+    } catch {
+      continue; // not a manifest, or a half-written one the sweep removes
+    }
+    const at = m.chain.indexOf(top.m.id);
+    if (at < 0 || m.id === top.m.id) continue;
+    const chain = [...top.m.chain, ...m.chain.slice(at + 1)];
+    if (JSON.stringify(chain) === JSON.stringify(m.chain)) continue;
+    writeManifest(p, { ...m, chain });
+    out.push(m.id);
+  }
+  return out;
+}
+
 /** Reads a point's digests, checking them against its manifest's checksum. */
 export function readSums(p: LoadedPoint, checksumOf: (s: Buffer) => string): Buffer {
   const sums = fs.readFileSync(p.sums);

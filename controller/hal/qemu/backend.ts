@@ -60,6 +60,8 @@ import type {
   RestoreRequest,
   RestoreResult,
   VerifyResult,
+  MergeRequest,
+  MergeResult,
 } from '../backup-types';
 import { QemuBackups } from './backup';
 import { diskForQemu, specForQemu } from './cbt';
@@ -674,6 +676,10 @@ export class QemuBackend implements Backend {
 
   verifyBackup(point: string): Promise<VerifyResult> {
     return this.backups.verify(point);
+  }
+
+  mergeBackup(req: MergeRequest): Promise<MergeResult> {
+    return this.backups.merge(req);
   }
 
   changeTracking(source: BackupSource): Promise<DiskTracking[]> {

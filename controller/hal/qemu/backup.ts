@@ -42,6 +42,8 @@ import type {
   BackupSource,
   DiskBackup,
   DiskTracking,
+  MergeRequest,
+  MergeResult,
   PointManifest,
   RestoreRequest,
   RestoreResult,
@@ -52,6 +54,8 @@ import {
   CHUNK_SIZE,
   chainSumsChecksum,
   changedDigests,
+  chunkCount,
+  decodeDelta,
   encodeDelta,
   imageChecksum,
   DEFAULT_ALGORITHM,
@@ -68,8 +72,12 @@ import {
   fsyncFile,
   fsyncPath,
   loadChain,
+  loadPoint,
+  mergedManifest,
+  rechainDescendants,
   newPointId,
   planDisk,
+  planMerge,
   pointPaths,
   sweepPartialPoints,
   trackingSummary,
@@ -82,7 +90,7 @@ import {
   supersededBitmaps,
 } from '../common/points';
 import { createEmptyQcow2 } from '../common/qcow2';
-import { convertImage, imageInUse, removeBitmap } from '../common/qemuimg';
+import { convertImage, imageInUse, rebaseImage, removeBitmap } from '../common/qemuimg';
 import type { QmpClient, QmpEvent } from '../common/qmp';
 import { HalError, type DiskSpec } from '../types';
 import { blockdevJson, diskNode } from './args';
@@ -548,6 +556,53 @@ export class QemuBackups {
     }
     r.ok = r.problems.length === 0;
     return r;
+  }
+
+  // ---------------------------------------------------------------- merge
+
+  async merge(req: MergeRequest): Promise<MergeResult> {
+    const t0 = Date.now();
+    const plan = planMerge(req);
+    const { chain, top, onto, folded } = plan;
+    if (top.m.sim) throw new HalError('Unsupported', `point ${top.m.id} was written by the sim backend`);
+    const release = this.locks.acquire([`merge:${top.dir}`], `merge into point ${top.m.id}`);
+    try {
+      if (folded.length) {
+        // Damaged points are not carried forward.
+        if (chainChecksum(chain) !== top.m.checksum)
+          throw new HalError('Failed', `merge into point ${top.m.id}: the chain's digest files do not add up to its checksum (damaged); nothing was changed`);
+        const algo = chainAlgorithm(chain);
+        // The new digests first, beside the old ones; then the image; then digests and manifest (atomically).
+        // A crash in between leaves the point's content intact (a rebase changes only where it reads from),
+        // and the merge is repeated: planMerge finds the same folded points until the manifest says otherwise.
+        const tmp = `${top.sums}.merge`;
+        if (onto) {
+          const changes = new Map<number, Buffer>();
+          for (const p of [...folded, top]) decodeDelta(p.sums, chunkCount(top.m.virtualSize), changes);
+          writeFileSynced(tmp, encodeDelta(changes));
+        } else chainSumsChecksum(chain[0].sums, chain.slice(1).map((p) => p.sums), top.m.virtualSize, undefined, algo, tmp);
+        await rebaseImage(top.file, onto ? path.relative(top.dir, onto.file) : '');
+        fs.renameSync(tmp, top.sums);
+        writeManifest(top.manifestPath, mergedManifest(plan));
+      }
+      rechainDescendants(loadPoint(top.manifestPath));
+      const after = loadChain(top.manifestPath);
+      const now = after[after.length - 1];
+      if (chainChecksum(after) !== now.m.checksum)
+        throw new HalError('Failed', `merge into point ${top.m.id}: the merged digests do not add up to the point's checksum`);
+      return {
+        point: now.manifestPath,
+        type: now.m.type,
+        ...(now.m.base ? { base: path.resolve(now.dir, now.m.base.manifest) } : {}),
+        chain: now.m.chain,
+        mergedFrom: now.m.mergedFrom ?? [],
+        size: allocatedBytes(now.file) + allocatedBytes(now.sums) + allocatedBytes(now.manifestPath),
+        checksum: now.m.checksum,
+        durationMs: Date.now() - t0,
+      };
+    } finally {
+      release();
+    }
   }
 
   // ---------------------------------------------------------------- tracking state

@@ -31,6 +31,8 @@ import type {
   RestoreRequest,
   RestoreResult,
   VerifyResult,
+  MergeRequest,
+  MergeResult,
 } from '../backup-types';
 import { SimBackups, type SimDiskState } from './backup';
 
@@ -252,6 +254,10 @@ export class SimBackend implements Backend {
 
   restore(req: RestoreRequest): Promise<RestoreResult> {
     return this.backups.restore(req);
+  }
+
+  mergeBackup(req: MergeRequest): Promise<MergeResult> {
+    return this.backups.merge(req);
   }
 
   verifyBackup(point: string): Promise<VerifyResult> {

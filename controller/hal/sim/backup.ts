@@ -5,6 +5,8 @@ import type {
   BackupResult,
   BackupSource,
   DiskTracking,
+  MergeRequest,
+  MergeResult,
   PointManifest,
   RestoreRequest,
   RestoreResult,
@@ -21,8 +23,12 @@ import {
   checkPointId,
   checkTargetDir,
   loadChain,
+  loadPoint,
+  mergedManifest,
+  rechainDescendants,
   newPointId,
   planDisk,
+  planMerge,
   pointPaths,
   readSums,
   sweepPartialPoints,
@@ -264,6 +270,26 @@ export class SimBackups {
     fs.writeFileSync(dest, JSON.stringify({ kind: 'kubevm-sim-image', content: got.content }) + '\n');
     if (req.inPlace) this.state(dest).bitmaps = [];
     return { dest, format: req.format, virtualSize: top.m.virtualSize, checksum: got.checksum, durationMs: Date.now() - t0 };
+  }
+
+  /** A sim point holds its whole content: a merge only shortens the chain in its manifest. */
+  async merge(req: MergeRequest): Promise<MergeResult> {
+    const t0 = Date.now();
+    const plan = planMerge(req);
+    if (plan.folded.length) writeManifest(plan.top.manifestPath, mergedManifest(plan));
+    rechainDescendants(loadPoint(plan.top.manifestPath));
+    const chain = loadChain(plan.top.manifestPath);
+    const now = chain[chain.length - 1];
+    return {
+      point: now.manifestPath,
+      type: now.m.type,
+      ...(now.m.base ? { base: path.resolve(now.dir, now.m.base.manifest) } : {}),
+      chain: now.m.chain,
+      mergedFrom: now.m.mergedFrom ?? [],
+      size: allocatedBytes(now.file) + allocatedBytes(now.sums) + allocatedBytes(now.manifestPath),
+      checksum: now.m.checksum,
+      durationMs: Date.now() - t0,
+    };
   }
 
   async verify(point: string): Promise<VerifyResult> {
