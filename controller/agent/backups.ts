@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { GVR, Kube } from '../runtime/kube';
 import { WorkQueue, type Result } from '../runtime/queue';
 import { Store, key } from '../controller/caches';
-import { BACKUP_FILES } from '../controller/backup';
+import { ANN_MERGE_FROM, ANN_MERGE_ONTO, BACKUP_FILES } from '../controller/backup';
 import { recordEvent } from '../controller/events';
 import { confinePath } from '../hal/common/paths';
 import { ignoreGone, setCondition, removeCondition, patchStatus } from '../runtime/status';
@@ -207,6 +207,7 @@ export class BackupRunner {
       await this.setStatus(b, { phase: 'Failed', reason: 'Interrupted', message: 'the node agent restarted during the backup; partial files removed (the next backup builds on the last Succeeded point)', completionTime: new Date().toISOString() });
       return;
     }
+    if (phase === 'Succeeded' && b.metadata.annotations?.[ANN_MERGE_FROM] !== undefined) return this.mergeInto(b);
     if (phase !== 'Pending') return;
     const tv = b.spec.target?.volume ? this.volumes.get(`${b.metadata.namespace}/${b.spec.target.volume}`) : undefined;
     if (b.spec.target?.volume && tv?.status?.phase !== 'Ready' && tv?.status?.phase !== 'Failed') {
@@ -327,6 +328,72 @@ export class BackupRunner {
       this.active.delete(k);
       this.locks.delete(vmKey);
       if (b.spec.target?.volume) this.opts.onTargetChanged?.(`${b.metadata.namespace}/${b.spec.target.volume}`);
+    }
+  }
+
+  /**
+   * Retention asked to fold older points into this one (annotations from the
+   * policy controller): per disk the HAL rebases the point onto the new base
+   * (or makes it self-contained), then the status says so, and the folded
+   * Backups, no longer a base of anything, are deleted by the controller.
+   * Runs under the VM's lock (no backup reads the chain meanwhile); a merge
+   * interrupted by a restart is repeated (the HAL's merge is repeatable).
+   */
+  private async mergeInto(b: any): Promise<Result | void> {
+    const ns = b.metadata.namespace;
+    const from = String(b.metadata.annotations[ANN_MERGE_FROM]).split(',').filter(Boolean);
+    const ontoName: string = b.metadata.annotations[ANN_MERGE_ONTO] ?? '';
+    const done: string[] = b.status.mergedFrom ?? [];
+    if (from.every((f) => done.includes(f))) return;
+    const vmKey = `${ns}/${b.spec.vm}`;
+    const holder = this.locks.get(vmKey);
+    if (holder) return { requeueAfterMs: 1000 };
+    const onto = ontoName ? this.backups.get(`${ns}/${ontoName}`) : undefined;
+    const fail = async (message: string): Promise<Result> => {
+      const status = JSON.parse(JSON.stringify(b.status));
+      setCondition(status, 'Merged', 'False', 'MergeFailed', message, Date.now());
+      if (JSON.stringify(status) !== JSON.stringify(b.status)) {
+        await this.event(b, 'Warning', 'MergeFailed', message);
+        await this.setStatus(b, { conditions: status.conditions });
+      }
+      return { requeueAfterMs: 30_000 };
+    };
+    if (ontoName && onto?.status?.phase !== 'Succeeded') return fail(`merge onto Backup ${ontoName}: it is not a Succeeded backup`);
+    const k = `${ns}/${b.metadata.name}`;
+    this.locks.set(vmKey, `merge into Backup ${b.metadata.name}`);
+    this.active.add(k);
+    try {
+      const disks: any[] = [];
+      const merged = new Set<string>(done);
+      let type = b.status.type;
+      for (const d of b.status.disks ?? []) {
+        const base = onto ? (onto.status.disks ?? []).find((x: any) => x.name === d.name) : undefined;
+        if (onto && !base?.manifest) return await fail(`merge onto Backup ${ontoName}: it has no point of disk ${d.name}`);
+        const r = await this.opts.backend.mergeBackup({ point: d.manifest, ...(base ? { onto: base.manifest } : {}) });
+        r.mergedFrom.forEach((id) => merged.add(id));
+        type = r.type;
+        const next = { ...d, size: r.size };
+        if (base) Object.assign(next, { base: ontoName, baseManifest: base.manifest });
+        else {
+          delete next.base;
+          delete next.baseManifest;
+        }
+        disks.push(next);
+      }
+      // The Backup names of the folded points (pointIds are Backup names, or their uid when too long).
+      for (const f of from) merged.add(f);
+      const status = JSON.parse(JSON.stringify(b.status));
+      const message = `folded ${from.join(', ')} into this point (now ${ontoName ? `based on ${ontoName}` : 'self-contained'})`;
+      setCondition(status, 'Merged', 'True', 'Merged', message, Date.now());
+      const cur = this.backups.get(k) ?? b;
+      await this.setStatus(cur, { type, disks, mergedFrom: [...merged].sort(), conditions: status.conditions });
+      await this.event(cur, 'Normal', 'Merged', message);
+      if (b.spec.target?.volume) this.opts.onTargetChanged?.(`${ns}/${b.spec.target.volume}`);
+    } catch (e) {
+      return fail((e as Error).message);
+    } finally {
+      this.active.delete(k);
+      this.locks.delete(vmKey);
     }
   }
 

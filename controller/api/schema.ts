@@ -346,13 +346,14 @@ const backupTarget = obj('Where backup points are written: a directory on the no
   volume: str('A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it.', { pattern: NAME_PATTERN }),
 }, { not: { required: ['path', 'volume'] } });
 
-const retention = obj('Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy\'s time zone). A point a kept incremental depends on is always kept. Unset: keep everything.', {
+const retention = obj('Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy\'s time zone). A point a kept incremental depends on is kept, or merged into it (mergeIncrementals). Unset: keep everything.', {
   keepLast: int('Keep the newest N points.', { minimum: 1 }),
   hourly: int('Keep the newest point of each of the last N hours that have one.', { minimum: 1 }),
   daily: int('… of each of the last N days.', { minimum: 1 }),
   weekly: int('… of each of the last N ISO weeks.', { minimum: 1 }),
   monthly: int('… of each of the last N months.', { minimum: 1 }),
   yearly: int('… of each of the last N years.', { minimum: 1 }),
+  mergeIncrementals: bool('Instead of keeping the points a kept incremental depends on but no rule keeps, fold them into it (its file is rebased onto the nearest kept point, or made self-contained) and delete them: storage stays bounded by what the rules keep. The kept point\'s content and checksum do not change. Default: keep them.', { default: false }),
 });
 
 const backupPolicySpec = obj('Scheduled full and incremental backups of a set of VMs, with retention.', {
@@ -420,6 +421,7 @@ const backupStatus = obj('Observed state of a backup run.', {
   completionTime: str('End.', { format: 'date-time' }),
   durationSeconds: { type: 'number', description: 'Run time in seconds.' },
   disks: mapList('Points per disk.', pointStatus),
+  mergedFrom: { type: 'array', items: { type: 'string' }, description: 'Backups folded into this point by retention (mergeIncrementals); its type is Full when it became self-contained.' },
   conditions,
 });
 

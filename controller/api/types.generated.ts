@@ -675,7 +675,7 @@ export type BackupPolicySpec = {
   schedule: string;
   /** IANA time zone of the schedule and of the retention buckets. */
   timeZone?: string;
-  /** Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything. */
+  /** Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is kept, or merged into it (mergeIncrementals). Unset: keep everything. */
   retention?: {
     /** Keep the newest N points. */
     keepLast?: number;
@@ -689,6 +689,8 @@ export type BackupPolicySpec = {
     monthly?: number;
     /** … of each of the last N years. */
     yearly?: number;
+    /** Instead of keeping the points a kept incremental depends on but no rule keeps, fold them into it (its file is rebased onto the nearest kept point, or made self-contained) and delete them: storage stays bounded by what the rules keep. The kept point's content and checksum do not change. Default: keep them. */
+    mergeIncrementals?: boolean;
   };
   /** When a run is a full backup instead of an incremental. A run is full anyway when there is no valid base (first run, lost or inconsistent bitmap, base deleted). */
   full?: {
@@ -820,6 +822,8 @@ export type BackupStatus = {
     /** sha256 of the disk content the point restores to. */
     checksum?: string;
   }>;
+  /** Backups folded into this point by retention (mergeIncrementals); its type is Full when it became self-contained. */
+  mergedFrom?: Array<string>;
   /** Current conditions. */
   conditions?: Array<{
     /** Condition type, e.g. Ready. */

@@ -1,5 +1,5 @@
 import { parseCron, validateTimeZone, next, type Cron } from '../backup/cron';
-import { planRetention as plan, decideType, type BackupPoint, type RetentionPolicy, type FullPolicy, type TypeDecision } from '../backup/retention';
+import { planRetention as plan, decideType, type BackupPoint, type MergeStep, type RetentionPolicy, type FullPolicy, type TypeDecision } from '../backup/retention';
 
 /** The controller's view of the pure schedule and retention logic in controller/backup/. */
 export type PointInfo = BackupPoint;
@@ -28,9 +28,19 @@ export class BackupSchedule {
   }
 }
 
-export function planRetention(points: PointInfo[], policy: RetentionPolicy, _now: number, tz: string): { remove: string[]; keep: string[] } {
-  const p = plan(points, { ...policy, mergeIncrementals: false }, { timeZone: tz });
-  return { remove: p.delete.map((d) => d.name), keep: p.keep.map((k) => k.name) };
+/**
+ * What retention does now: the points to delete (folded points only once their
+ * merge ran: until then the kept point still builds on them) and the merges to
+ * ask the node agent for.
+ */
+export function planRetention(
+  points: PointInfo[],
+  policy: RetentionPolicy,
+  _now: number,
+  tz: string,
+): { remove: string[]; keep: string[]; merges: MergeStep[] } {
+  const p = plan(points, { ...policy, mergeIncrementals: policy.mergeIncrementals === true }, { timeZone: tz });
+  return { remove: p.delete.filter((d) => d.kind !== 'merged').map((d) => d.name), keep: p.keep.map((k) => k.name), merges: p.merges };
 }
 
 export function decideFull(full: FullPolicy, points: PointInfo[], now: number): TypeDecision {

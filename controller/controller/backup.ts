@@ -21,6 +21,9 @@ export const BACKUP_FILES = 'kubevm.dev/backup-files';
 export const LABEL_VM = 'kubevm.dev/vm';
 export const LABEL_POLICY = 'kubevm.dev/backup-policy';
 export const ANN_SCHEDULED = 'kubevm.dev/scheduled-time';
+/** Retention asks the agent to fold points into a kept one: its new base ('' = none) and the points folded in. */
+export const ANN_MERGE_ONTO = 'kubevm.dev/merge-onto';
+export const ANN_MERGE_FROM = 'kubevm.dev/merge-from';
 
 const FINISHED = new Set(['Succeeded', 'Failed']);
 /** Migration phases in which the agents move the instance. */
@@ -208,6 +211,15 @@ export class BackupPolicyReconciler {
       for (const b of backups) byVm.set(b.spec.vm, [...(byVm.get(b.spec.vm) ?? []), b]);
       for (const list of byVm.values()) {
         const plan = planRetention(list.map(pointOf), p.spec.retention, now, p.spec.timeZone ?? 'UTC');
+        // Merges are the node agent's (it rewrites the kept point's files); the folded points go once it is done.
+        for (const m of plan.merges) {
+          const kept = list.find((x) => x.metadata.name === m.point);
+          const want = { [ANN_MERGE_ONTO]: m.onto ?? '', [ANN_MERGE_FROM]: m.merged.join(',') };
+          const ann = kept?.metadata.annotations ?? {};
+          if (!kept || kept.metadata.deletionTimestamp || (ann[ANN_MERGE_ONTO] === want[ANN_MERGE_ONTO] && ann[ANN_MERGE_FROM] === want[ANN_MERGE_FROM])) continue;
+          await this.kube.mergePatch(GVR.backup, p.metadata.namespace, m.point, { metadata: { annotations: want } }).catch(ignoreGone);
+          await recordEvent(this.kube, p, 'Normal', 'MergeRequested', m.description);
+        }
         for (const name of plan.remove) {
           const b = list.find((x) => x.metadata.name === name);
           if (!b || b.metadata.deletionTimestamp) continue;

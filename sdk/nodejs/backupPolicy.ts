@@ -81,7 +81,7 @@ export class BackupPolicy extends pulumi.CustomResource {
      */
     declare public readonly paused: pulumi.Output<boolean | undefined>;
     /**
-     * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything. Changing this is applied in place.
+     * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is kept, or merged into it (mergeIncrementals). Unset: keep everything. Changing this is applied in place.
      */
     declare public readonly retention: pulumi.Output<outputs.BackupPolicyRetention | undefined>;
     /**
@@ -196,7 +196,7 @@ export interface BackupPolicyArgs {
      */
     paused?: pulumi.Input<boolean>;
     /**
-     * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything. Changing this is applied in place.
+     * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is kept, or merged into it (mergeIncrementals). Unset: keep everything. Changing this is applied in place.
      */
     retention?: pulumi.Input<inputs.BackupPolicyRetentionArgs>;
     /**

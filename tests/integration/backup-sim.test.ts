@@ -370,3 +370,55 @@ test('a Filesystem Volume as the target: placed by its first Backup, refuses a V
   await eventually(async () => ((await c.request('GET', `${api}/volumes/repo`)).status === 404 ? true : undefined), 20_000, 'repo deleted');
   expect(fs.existsSync(repo.status.path)).toBe(false);
 });
+
+test('retention with mergeIncrementals keeps exactly the selected points: older ones are folded into the oldest kept point, which restores', async () => {
+  await vm('zeta');
+  await running('zeta');
+  const policies = rt.controller.policies;
+  let clock = Date.now();
+  policies.now = () => clock;
+  await post('backuppolicies', {
+    kind: 'BackupPolicy',
+    metadata: { name: 'folding' },
+    spec: { vms: ['zeta'], schedule: '@hourly', full: { every: 100 }, retention: { keepLast: 2, mergeIncrementals: true } },
+  });
+  await eventually(async () => ((await get(`${api}/backuppolicies/folding`)).status?.nextScheduleTime ? true : undefined), 10_000, 'scheduled');
+  const live = async () =>
+    (await get(`${api}/backups?labelSelector=kubevm.dev/vm%3Dzeta,kubevm.dev/backup-policy%3Dfolding`)).items
+      .filter((b: any) => !b.metadata.deletionTimestamp)
+      .sort((a: any, b: any) => (a.metadata.name < b.metadata.name ? -1 : 1));
+  const runs: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setTimeout(r, 300));
+    clock = Date.parse((await get(`${api}/backuppolicies/folding`)).status.nextScheduleTime) + 1000;
+    await merge(`${api}/backuppolicies/folding`, { metadata: { annotations: { tick: String(i) } } });
+    const run = await eventually(async () => {
+      const mine = (await get(`${api}/backups?labelSelector=kubevm.dev/vm%3Dzeta`)).items.filter((b: any) => !runs.includes(b.metadata.name));
+      return mine.length === 1 && mine[0].status?.phase === 'Succeeded' ? mine[0] : undefined;
+    }, 15_000, `run ${i}`);
+    runs.push(run.metadata.name);
+    // Every run but the first is an incremental (full.every 100).
+    expect([i, run.status.type]).toEqual([i, i === 0 ? 'Full' : 'Incremental']);
+    if (i < 2) continue;
+    // keepLast 2: the older kept point absorbed everything before it and is self-contained; the newer builds on it.
+    const [older, newer] = await eventually(async () => {
+      const l = await live();
+      return l.length === 2 && l[0].status?.type === 'Full' && l[0].status?.mergedFrom?.includes(runs[i - 2]) ? l : undefined;
+    }, 20_000, `merge after run ${i}`);
+    expect([older.metadata.name, newer.metadata.name]).toEqual([runs[i - 1], runs[i]]);
+    expect(older.status.mergedFrom).toEqual([...runs.slice(0, i - 1)].sort());
+    expect(older.status.disks[0].base).toBeUndefined();
+    expect(newer.status).toMatchObject({ type: 'Incremental', disks: [expect.objectContaining({ base: older.metadata.name })] });
+    expect((older.status.conditions ?? []).find((c: any) => c.type === 'Merged')).toMatchObject({ status: 'True' });
+    // The folded points' files are gone; the kept ones are there.
+    for (const gone of runs.slice(0, i - 1))
+      await eventually(async () => ((await c.request('GET', `${api}/backups/${gone}`)).status === 404 ? true : undefined), 10_000, `${gone} deleted`);
+  }
+  policies.now = () => Date.now();
+  await merge(`${api}/backuppolicies/folding`, { spec: { paused: true } });
+  // Both kept points restore (the sim checks each restored content against its checksum).
+  for (const name of runs.slice(3)) {
+    await post('restores', { kind: 'Restore', metadata: { name: `fold-${name}` }, spec: { backup: name, volume: `fold-${name}` } });
+    expect((await finished('restores', `fold-${name}`)).status).toMatchObject({ phase: 'Succeeded' });
+  }
+});

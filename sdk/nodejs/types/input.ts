@@ -20,7 +20,7 @@ export interface BackupPolicyFullArgs {
 }
 
 /**
- * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything.
+ * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is kept, or merged into it (mergeIncrementals). Unset: keep everything.
  */
 export interface BackupPolicyRetentionArgs {
     /**
@@ -35,6 +35,10 @@ export interface BackupPolicyRetentionArgs {
      * Keep the newest N points.
      */
     keepLast?: pulumi.Input<number>;
+    /**
+     * Instead of keeping the points a kept incremental depends on but no rule keeps, fold them into it (its file is rebased onto the nearest kept point, or made self-contained) and delete them: storage stays bounded by what the rules keep. The kept point's content and checksum do not change. Default: keep them. Default: `false`.
+     */
+    mergeIncrementals?: pulumi.Input<boolean>;
     /**
      * … of each of the last N months.
      */

@@ -106,7 +106,7 @@ export interface BackupPolicyFull {
 }
 
 /**
- * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is always kept. Unset: keep everything.
+ * Which points to keep (restic/borg semantics: in each bucket, the newest point of each period, counted back from now in the policy's time zone). A point a kept incremental depends on is kept, or merged into it (mergeIncrementals). Unset: keep everything.
  */
 export interface BackupPolicyRetention {
     /**
@@ -121,6 +121,10 @@ export interface BackupPolicyRetention {
      * Keep the newest N points.
      */
     keepLast?: number;
+    /**
+     * Instead of keeping the points a kept incremental depends on but no rule keeps, fold them into it (its file is rebased onto the nearest kept point, or made self-contained) and delete them: storage stays bounded by what the rules keep. The kept point's content and checksum do not change. Default: keep them. Default: `false`.
+     */
+    mergeIncrementals?: boolean;
     /**
      * … of each of the last N months.
      */
