@@ -334,3 +334,50 @@ test('in place onto the stopped VM: the disk goes back to a point; the next (off
   expect((await finished('restores', 'r-p7')).status).toMatchObject({ phase: 'Succeeded', checksum: p1.checksum });
   expect(compare(captures.p1, 'raw', (await get(`${api}/volumes/restored-p7`)).status.path, 'qcow2')).toBe('Images are identical.');
 }, 300_000);
+
+test('a policy with mergeIncrementals on real images: the oldest kept point absorbs what retention drops and every kept point restores to its moment', async () => {
+  // The VM is stopped (previous test): runs are offline, and the disk is written directly in between.
+  const policies = rt.controller.policies;
+  let clock = Date.now();
+  policies.now = () => clock;
+  await post('backuppolicies', {
+    kind: 'BackupPolicy',
+    metadata: { name: 'fold' },
+    spec: { vms: ['bk'], schedule: '@hourly', full: { every: 100 }, retention: { keepLast: 2, mergeIncrementals: true } },
+  });
+  await eventually(async () => ((await get(`${api}/backuppolicies/fold`)).status?.nextScheduleTime ? true : undefined), 10_000, 'scheduled');
+  const runs: { name: string; capture: string; manifest: string }[] = [];
+  for (let i = 0; i < 4; i++) {
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x${(0xa0 + i).toString(16)} ${(100 + 7 * i) * MiB} ${1 + i}M`, diskPath], { stdio: 'ignore' });
+    const cap = path.join(work, `fold-${i}.raw`);
+    img('convert', '-f', 'qcow2', '-O', 'raw', diskPath, cap);
+    clock = Date.parse((await get(`${api}/backuppolicies/fold`)).status.nextScheduleTime) + 1000;
+    await merge(`${api}/backuppolicies/fold`, { metadata: { annotations: { tick: String(i) } } });
+    const run = await eventually(async () => {
+      const mine = (await get(`${api}/backups?labelSelector=kubevm.dev/backup-policy%3Dfold`)).items.filter((b: any) => !runs.some((r) => r.name === b.metadata.name));
+      return mine.length === 1 && ['Succeeded', 'Failed'].includes(mine[0].status?.phase) ? mine[0] : undefined;
+    }, 60_000, `run ${i}`);
+    expect([i, run.status.phase, run.status.type]).toEqual([i, 'Succeeded', i === 0 ? 'Full' : 'Incremental']);
+    runs.push({ name: run.metadata.name, capture: cap, manifest: run.status.disks[0].manifest });
+  }
+  policies.now = () => Date.now();
+  await merge(`${api}/backuppolicies/fold`, { spec: { paused: true } });
+  // keepLast 2: runs 2 (now self-contained) and 3; runs 0 and 1 were folded into run 2 (run 1 into it twice over).
+  const kept = await eventually(async () => {
+    const items = (await get(`${api}/backups?labelSelector=kubevm.dev/backup-policy%3Dfold`)).items.filter((b: any) => !b.metadata.deletionTimestamp);
+    return items.length === 2 && items.some((b: any) => b.metadata.name === runs[2].name && b.status.type === 'Full') ? items : undefined;
+  }, 60_000, 'retention with merges');
+  expect(kept.map((b: any) => b.metadata.name).sort()).toEqual([runs[2].name, runs[3].name].sort());
+  const r2 = kept.find((b: any) => b.metadata.name === runs[2].name);
+  expect(r2.status.mergedFrom).toEqual([runs[0].name, runs[1].name].sort());
+  expect(img('info', '--output=json', r2.status.disks[0].path)).not.toContain('backing-filename');
+  for (const gone of runs.slice(0, 2)) {
+    await eventually(async () => ((await c.request('GET', `${api}/backups/${gone.name}`)).status === 404 ? true : undefined), 30_000, `${gone.name} deleted`);
+    expect(fs.existsSync(gone.manifest)).toBe(false);
+  }
+  for (const r of runs.slice(2)) {
+    await post('restores', { kind: 'Restore', metadata: { name: `r-${r.name}` }, spec: { backup: r.name, volume: `v-${r.name}` } });
+    expect((await finished('restores', `r-${r.name}`)).status.phase).toBe('Succeeded');
+    expect(compare(r.capture, 'raw', (await get(`${api}/volumes/v-${r.name}`)).status.path, 'qcow2')).toBe('Images are identical.');
+  }
+}, 300_000);
