@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import type { BackupType, DiskTracking, FullBackupReason, PointManifest, TrackingBitmap } from '../backup-types';
+import type { BackupType, DiskTracking, FullBackupReason, MergeResult, PointManifest, TrackingBitmap } from '../backup-types';
 import { HalError } from '../types';
 import { normalisePath } from './paths';
 
@@ -278,6 +278,26 @@ export function rechainDescendants(top: LoadedPoint): string[] {
     out.push(m.id);
   }
   return out;
+}
+
+/** After a merge: the later points re-chained, the kept point's chain reloaded (base first), and the result. */
+export function finishMerge(top: LoadedPoint, t0: number): { chain: LoadedPoint[]; result: MergeResult } {
+  rechainDescendants(loadPoint(top.manifestPath));
+  const chain = loadChain(top.manifestPath);
+  const now = chain[chain.length - 1];
+  return {
+    chain,
+    result: {
+      point: now.manifestPath,
+      type: now.m.type,
+      ...(now.m.base ? { base: path.resolve(now.dir, now.m.base.manifest) } : {}),
+      chain: now.m.chain,
+      mergedFrom: now.m.mergedFrom ?? [],
+      size: allocatedBytes(now.file) + allocatedBytes(now.sums) + allocatedBytes(now.manifestPath),
+      checksum: now.m.checksum,
+      durationMs: Date.now() - t0,
+    },
+  };
 }
 
 /** Reads a point's digests, checking them against its manifest's checksum. */

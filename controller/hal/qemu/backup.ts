@@ -71,10 +71,9 @@ import {
   fsyncDir,
   fsyncFile,
   fsyncPath,
+  finishMerge,
   loadChain,
-  loadPoint,
   mergedManifest,
-  rechainDescendants,
   newPointId,
   planDisk,
   planMerge,
@@ -585,21 +584,10 @@ export class QemuBackups {
         fs.renameSync(tmp, top.sums);
         writeManifest(top.manifestPath, mergedManifest(plan));
       }
-      rechainDescendants(loadPoint(top.manifestPath));
-      const after = loadChain(top.manifestPath);
-      const now = after[after.length - 1];
-      if (chainChecksum(after) !== now.m.checksum)
+      const { chain: after, result } = finishMerge(top, t0);
+      if (chainChecksum(after) !== result.checksum)
         throw new HalError('Failed', `merge into point ${top.m.id}: the merged digests do not add up to the point's checksum`);
-      return {
-        point: now.manifestPath,
-        type: now.m.type,
-        ...(now.m.base ? { base: path.resolve(now.dir, now.m.base.manifest) } : {}),
-        chain: now.m.chain,
-        mergedFrom: now.m.mergedFrom ?? [],
-        size: allocatedBytes(now.file) + allocatedBytes(now.sums) + allocatedBytes(now.manifestPath),
-        checksum: now.m.checksum,
-        durationMs: Date.now() - t0,
-      };
+      return result;
     } finally {
       release();
     }

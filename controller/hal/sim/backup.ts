@@ -22,10 +22,9 @@ import {
   chainDirOf,
   checkPointId,
   checkTargetDir,
+  finishMerge,
   loadChain,
-  loadPoint,
   mergedManifest,
-  rechainDescendants,
   newPointId,
   planDisk,
   planMerge,
@@ -277,19 +276,7 @@ export class SimBackups {
     const t0 = Date.now();
     const plan = planMerge(req);
     if (plan.folded.length) writeManifest(plan.top.manifestPath, mergedManifest(plan));
-    rechainDescendants(loadPoint(plan.top.manifestPath));
-    const chain = loadChain(plan.top.manifestPath);
-    const now = chain[chain.length - 1];
-    return {
-      point: now.manifestPath,
-      type: now.m.type,
-      ...(now.m.base ? { base: path.resolve(now.dir, now.m.base.manifest) } : {}),
-      chain: now.m.chain,
-      mergedFrom: now.m.mergedFrom ?? [],
-      size: allocatedBytes(now.file) + allocatedBytes(now.sums) + allocatedBytes(now.manifestPath),
-      checksum: now.m.checksum,
-      durationMs: Date.now() - t0,
-    };
+    return finishMerge(plan.top, t0).result;
   }
 
   async verify(point: string): Promise<VerifyResult> {
