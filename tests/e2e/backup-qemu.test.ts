@@ -351,7 +351,12 @@ test('a policy with mergeIncrementals on real images: the oldest kept point abso
     execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x${(0xa0 + i).toString(16)} ${(100 + 7 * i) * MiB} ${1 + i}M`, diskPath], { stdio: 'ignore' });
     const cap = path.join(work, `fold-${i}.raw`);
     img('convert', '-f', 'qcow2', '-O', 'raw', diskPath, cap);
-    clock = Date.parse((await get(`${api}/backuppolicies/fold`)).status.nextScheduleTime) + 1000;
+    // The next scheduled time after the previous run (the policy's status may lag behind a busy controller).
+    const nextRun = await eventually(async () => {
+      const t = Date.parse((await get(`${api}/backuppolicies/fold`)).status?.nextScheduleTime);
+      return t > clock ? t : undefined;
+    }, 30_000, `the policy's next run after run ${i - 1}`);
+    clock = nextRun! + 1000;
     await merge(`${api}/backuppolicies/fold`, { metadata: { annotations: { tick: String(i) } } });
     const run = await eventually(async () => {
       const mine = (await get(`${api}/backups?labelSelector=kubevm.dev/backup-policy%3Dfold`)).items.filter((b: any) => !runs.some((r) => r.name === b.metadata.name));

@@ -389,8 +389,12 @@ test('retention with mergeIncrementals keeps exactly the selected points: older 
       .sort((a: any, b: any) => (a.metadata.name < b.metadata.name ? -1 : 1));
   const runs: string[] = [];
   for (let i = 0; i < 5; i++) {
-    await new Promise((r) => setTimeout(r, 300));
-    clock = Date.parse((await get(`${api}/backuppolicies/folding`)).status.nextScheduleTime) + 1000;
+    // The next scheduled time after the previous run (the policy's status may lag behind a busy controller).
+    const nextRun = await eventually(async () => {
+      const n = Date.parse((await get(`${api}/backuppolicies/folding`)).status?.nextScheduleTime);
+      return n > clock ? n : undefined;
+    }, 15_000, `the policy's next run after run ${i - 1}`);
+    clock = nextRun! + 1000;
     await merge(`${api}/backuppolicies/folding`, { metadata: { annotations: { tick: String(i) } } });
     const run = await eventually(async () => {
       const mine = (await get(`${api}/backups?labelSelector=kubevm.dev/vm%3Dzeta`)).items.filter((b: any) => !runs.includes(b.metadata.name));
