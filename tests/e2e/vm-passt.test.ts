@@ -147,8 +147,14 @@ test('ports changed on the VirtualMachine are applied live: the new node port an
     'the VM status to catch up',
   );
   expect(condition(vm, 'RestartRequired')).toBeUndefined();
-  const events = (await get('/api/v1/namespaces/default/events')).items.filter(
-    (e: any) => e.involvedObject.name === 'p' && e.reason === 'PortsUpdated',
+  // The event is recorded after the new forward works: wait for it.
+  const events = await eventually(
+    async () => {
+      const l = (await get('/api/v1/namespaces/default/events')).items.filter((e: any) => e.involvedObject.name === 'p' && e.reason === 'PortsUpdated');
+      return l.length ? l : undefined;
+    },
+    10_000,
+    'the PortsUpdated event',
   );
   expect(events.map((e: any) => e.message)).toEqual([
     expect.stringMatching(new RegExp(`interface eth0: port forwards now tcp ${P[1]}→8081, applied live \\(a new passt`)),
@@ -156,7 +162,21 @@ test('ports changed on the VirtualMachine are applied live: the new node port an
 }, 90_000);
 
 test('kill -9 of the passt is repaired without a restart, also after an agent restart (adoption); PasstReady reports the restarts', async () => {
-  process.kill(passtPid(uid), 'SIGKILL');
+  // The passt of the new port forwards, once the run state records it (the old one is gone).
+  const first = await eventually(
+    () => {
+      const p = passtPid(uid);
+      try {
+        process.kill(p, 0);
+        return p;
+      } catch {
+        return undefined;
+      }
+    },
+    30_000,
+    'the running passt recorded',
+  );
+  process.kill(first!, 'SIGKILL');
   expect(await eventually(() => fetchId(P[1]), 60_000, 'the forward after the first restart')).toBe(`port8081 ${boot}`);
   await eventually(
     async () => condition(await vmi(), 'PasstReady')?.message === 'interface eth0: passt restarted 1 time(s)',
