@@ -276,6 +276,7 @@ export class BackupRunner {
           ...(plan.type === 'Incremental' ? { base: Object.fromEntries(plan.disks.map((d) => [d.name, d.baseManifest!])) } : {}),
           pointId: plan.pointId,
           otherChains: plan.otherChains,
+          ...(b.spec.bandwidthMiBps ? { bytesPerSecond: b.spec.bandwidthMiBps * 1024 * 1024 } : {}),
         });
       } catch (e) {
         // The data path removes what it wrote; a point without a manifest does not exist anyway.

@@ -368,6 +368,7 @@ const backupPolicySpec = obj('Scheduled full and incremental backups of a set of
   })),
   disks: live({ type: 'array', items: { type: 'string', pattern: NAME_PATTERN }, description: 'Disk names to back up; all writable disks when empty.' }),
   target: replace(backupTarget),
+  bandwidthMiBps: live(int('Copy each disk at most this fast, in MiB/s (QEMU\'s block job speed limit), so backups leave the VM\'s storage bandwidth alone; unlimited when unset. Applies from the next run.', { minimum: 1 })),
   paused: live(bool('Skip scheduled runs while true (retention still applies).', { default: false })),
 }, { required: ['schedule'] });
 
@@ -396,6 +397,7 @@ const backupSpec = obj('One backup run of one VM. Created by a BackupPolicy on i
   policy: replace(str('The BackupPolicy that made this run; empty for on-demand backups.')),
   disks: replace({ type: 'array', items: { type: 'string', pattern: NAME_PATTERN }, description: 'Disk names; all writable disks when empty.' }),
   target: replace(backupTarget),
+  bandwidthMiBps: replace(int('Copy each disk at most this fast, in MiB/s (QEMU\'s block job speed limit); unlimited when unset. A policy\'s runs get the policy\'s.', { minimum: 1 })),
 }, { required: ['vm'] });
 
 const pointStatus = obj('One disk\'s backup point.', {

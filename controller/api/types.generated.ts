@@ -708,6 +708,8 @@ export type BackupPolicySpec = {
     /** A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it. */
     volume?: string;
   };
+  /** Copy each disk at most this fast, in MiB/s (QEMU's block job speed limit), so backups leave the VM's storage bandwidth alone; unlimited when unset. Applies from the next run. */
+  bandwidthMiBps?: number;
   /** Skip scheduled runs while true (retention still applies). */
   paused?: boolean;
 };
@@ -780,6 +782,8 @@ export type BackupSpec = {
     /** A Volume with volumeMode Filesystem in the same namespace, on the node that backs the VM up (an unplaced one is placed there by its first Backup); its spec.size caps what backups may store in it. */
     volume?: string;
   };
+  /** Copy each disk at most this fast, in MiB/s (QEMU's block job speed limit); unlimited when unset. A policy's runs get the policy's. */
+  bandwidthMiBps?: number;
 };
 
 export type BackupStatus = {

@@ -278,6 +278,7 @@ export class BackupPolicyReconciler {
         type: decision.type,
         ...(p.spec.disks?.length ? { disks: p.spec.disks } : {}),
         ...(p.spec.target ? { target: p.spec.target } : {}),
+        ...(p.spec.bandwidthMiBps ? { bandwidthMiBps: p.spec.bandwidthMiBps } : {}),
       },
     };
     try {

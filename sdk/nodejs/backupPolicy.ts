@@ -41,6 +41,10 @@ export class BackupPolicy extends pulumi.CustomResource {
      */
     declare public readonly annotations: pulumi.Output<{[key: string]: string} | undefined>;
     /**
+     * Copy each disk at most this fast, in MiB/s (QEMU's block job speed limit), so backups leave the VM's storage bandwidth alone; unlimited when unset. Applies from the next run. Changing this is applied in place.
+     */
+    declare public readonly bandwidthMiBps: pulumi.Output<number | undefined>;
+    /**
      * Backup chains per VM.
      */
     declare public /*out*/ readonly chains: pulumi.Output<outputs.BackupPolicyChain[] | undefined>;
@@ -121,6 +125,7 @@ export class BackupPolicy extends pulumi.CustomResource {
         opts = opts || {};
         if (!opts.id) {
             resourceInputs["annotations"] = args ? args.annotations : undefined;
+            resourceInputs["bandwidthMiBps"] = args ? args.bandwidthMiBps : undefined;
             resourceInputs["chains"] = undefined /*out*/;
             resourceInputs["disks"] = args ? args.disks : undefined;
             resourceInputs["full"] = args ? args.full : undefined;
@@ -140,6 +145,7 @@ export class BackupPolicy extends pulumi.CustomResource {
             resourceInputs["vms"] = args ? args.vms : undefined;
         } else {
             resourceInputs["annotations"] = undefined /*out*/;
+            resourceInputs["bandwidthMiBps"] = undefined /*out*/;
             resourceInputs["chains"] = undefined /*out*/;
             resourceInputs["disks"] = undefined /*out*/;
             resourceInputs["full"] = undefined /*out*/;
@@ -171,6 +177,10 @@ export interface BackupPolicyArgs {
      * Annotations of the object, managed like labels: only the keys set here. The provider adds `kubevm.dev/autonamed` when it chose the name, and lists the keys it manages in `kubevm.dev/managed-labels` and `kubevm.dev/managed-annotations` on the object (reserved keys).
      */
     annotations?: pulumi.Input<{[key: string]: pulumi.Input<string>}>;
+    /**
+     * Copy each disk at most this fast, in MiB/s (QEMU's block job speed limit), so backups leave the VM's storage bandwidth alone; unlimited when unset. Applies from the next run. Changing this is applied in place.
+     */
+    bandwidthMiBps?: pulumi.Input<number>;
     /**
      * Disk names to back up; all writable disks when empty. Changing this is applied in place.
      */

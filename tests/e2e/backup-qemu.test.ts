@@ -236,7 +236,8 @@ test('kill -9 of QEMU during a backup: the Backup is Failed with no point; the n
   // Enough changed data that the copy takes a while.
   await write(uid, 64 * MiB, 512 * MiB, 0x5a);
   await flush(uid);
-  await post('backups', { kind: 'Backup', metadata: { name: 'doomed' }, spec: { vm: 'bk' } });
+  // bandwidthMiBps: QEMU copies at most 128 MiB/s (about 4 s for the 512 MiB), so the kill lands mid-copy.
+  await post('backups', { kind: 'Backup', metadata: { name: 'doomed' }, spec: { vm: 'bk', bandwidthMiBps: 128 } });
   // Kill while QEMU's backup job is copying (neither before it started nor after it ended).
   const job = await eventually(
     async () => {
@@ -248,6 +249,8 @@ test('kill -9 of QEMU during a backup: the Backup is Failed with no point; the n
     'the backup job to copy',
   );
   expect(job['total-progress']).toBeGreaterThanOrEqual(512 * MiB);
+  const blockJobs = await backend().qmp<any[]>(uid, 'query-block-jobs');
+  expect(blockJobs.find((x) => x.device === job.id)).toMatchObject({ type: 'backup', speed: 128 * MiB });
   const running = await get(`${api}/backups/doomed`);
   expect(running.status).toMatchObject({ phase: 'Running', type: 'Incremental' });
   process.kill(vmi.status.pid, 'SIGKILL');

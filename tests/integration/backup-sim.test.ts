@@ -380,7 +380,7 @@ test('retention with mergeIncrementals keeps exactly the selected points: older 
   await post('backuppolicies', {
     kind: 'BackupPolicy',
     metadata: { name: 'folding' },
-    spec: { vms: ['zeta'], schedule: '@hourly', full: { every: 100 }, retention: { keepLast: 2, mergeIncrementals: true } },
+    spec: { vms: ['zeta'], schedule: '@hourly', full: { every: 100 }, retention: { keepLast: 2, mergeIncrementals: true }, bandwidthMiBps: 64 },
   });
   await eventually(async () => ((await get(`${api}/backuppolicies/folding`)).status?.nextScheduleTime ? true : undefined), 10_000, 'scheduled');
   const live = async () =>
@@ -401,6 +401,7 @@ test('retention with mergeIncrementals keeps exactly the selected points: older 
       return mine.length === 1 && mine[0].status?.phase === 'Succeeded' ? mine[0] : undefined;
     }, 15_000, `run ${i}`);
     runs.push(run.metadata.name);
+    expect(run.spec.bandwidthMiBps).toBe(64); // the policy's limit goes to each run
     // Every run but the first is an incremental (full.every 100).
     expect([i, run.status.type]).toEqual([i, i === 0 ? 'Full' : 'Incremental']);
     if (i < 2) continue;
