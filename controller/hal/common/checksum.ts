@@ -152,20 +152,16 @@ class ContentReader {
       return undefined;
     }
     if (o.whole && map.backing !== undefined) return undefined; // the content goes on in the backing chain
-    const extents: MapExtent[] = [];
     const cs = map.clusterSize;
-    for (const i of [...map.clusters.keys()].sort((a, b) => a - b)) {
-      const v = map.clusters.get(i)!;
-      const start = i * cs;
-      const length = Math.min(cs, map.virtualSize - start);
-      const last = extents[extents.length - 1];
-      const zero = v === 'zero';
-      if (last && last.start + last.length === start && last.zero === zero && (zero || last.offset! + last.length === v)) {
-        last.length += length;
-        continue;
-      }
-      extents.push({ start, length, depth: 0, present: true, zero, data: !zero, ...(zero ? {} : { offset: v as number }) });
-    }
+    const extents: MapExtent[] = map.runs.map((r) => ({
+      start: r.index * cs,
+      length: Math.min(r.count * cs, map.virtualSize - r.index * cs),
+      depth: 0,
+      present: true,
+      zero: r.zero,
+      data: !r.zero,
+      ...(r.zero ? {} : { offset: r.offset }),
+    }));
     const layer = await fsp.open(image, 'r');
     return new ContentReader(extents, [layer], [path.resolve(image)], map.virtualSize, image);
   }

@@ -99,8 +99,21 @@ export interface Qcow2Map {
   clusterSize: number;
   /** The backing file name as stored in the header, if any. */
   backing?: string;
-  /** Clusters the image holds itself, by guest cluster index: a host offset, or 'zero'. */
-  clusters: Map<number, number | 'zero'>;
+  /**
+   * The clusters the image holds itself, in guest order, as runs: `count`
+   * clusters from guest cluster `index`, all zero, or data at consecutive host
+   * offsets from `offset`. Runs keep the map small for large, mostly
+   * contiguous images (a Full written in order is a handful of runs).
+   */
+  runs: Qcow2Run[];
+}
+
+export interface Qcow2Run {
+  index: number;
+  count: number;
+  zero: boolean;
+  /** Host offset of the first cluster (data runs). */
+  offset?: number;
 }
 
 function readAt(fd: number, len: number, pos: number, what: string): Buffer {
@@ -138,7 +151,12 @@ export function readQcow2Map(p: string): Qcow2Map {
     const backingSize = h.readUInt32BE(16);
     const backing = backingOffset ? readAt(fd, backingSize, backingOffset, p).toString('utf8') : undefined;
     const l1 = readAt(fd, l1Size * 8, l1Offset, p);
-    const clusters = new Map<number, number | 'zero'>();
+    const runs: Qcow2Run[] = [];
+    const add = (index: number, zero: boolean, offset?: number) => {
+      const last = runs[runs.length - 1];
+      if (last && last.index + last.count === index && last.zero === zero && (zero || last.offset! + last.count * clusterSize === offset)) last.count++;
+      else runs.push({ index, count: 1, zero, ...(zero ? {} : { offset }) });
+    };
     const total = Math.ceil(virtualSize / clusterSize);
     for (let i = 0; i < l1Size; i++) {
       const l2Offset = Number(l1.readBigUInt64BE(i * 8) & OFFSET_MASK);
@@ -150,14 +168,14 @@ export function readQcow2Map(p: string): Qcow2Map {
         const index = i * l2Entries + k;
         if (index >= total) throw new Error(`${p}: L2 entry beyond the virtual size`);
         if (e & COMPRESSED) throw new Error(`${p}: compressed cluster ${index}`);
-        if (e & ZERO) clusters.set(index, 'zero');
+        if (e & ZERO) add(index, true);
         else {
           const off = Number(e & OFFSET_MASK);
-          if (off) clusters.set(index, off);
+          if (off) add(index, false, off);
         }
       }
     }
-    return { virtualSize, clusterSize, backing, clusters };
+    return { virtualSize, clusterSize, backing, runs };
   } finally {
     fs.closeSync(fd);
   }
