@@ -19,6 +19,14 @@ const USAGE = `usage:
                                                   for evictionStrategy LiveMigrate, else stop);
                                                   exits 1 when a VM cannot leave, naming the reason
   kubevm node cordon|uncordon NODE                mark NODE (un)schedulable for new VMs
+  kubevm backup VM [-n NS] [--full] [--target-volume NAME | --target-path DIR] [--bandwidth MIBPS]
+        [--name NAME] [--no-wait] [--timeout SECONDS]
+                                                  take an on-demand Backup (Incremental unless --full;
+                                                  name VM-yyyymmdd-hhmmss, UTC) and follow it to the end
+  kubevm backups VM [-n NS]                       the VM's Backups, oldest first
+  kubevm restore BACKUP (--to VOLUME | --in-place) [-n NS] [--disk D] [--name NAME] [--no-wait]
+        [--timeout SECONDS]                       restore a point into a new Volume or onto the stopped
+                                                  VM's own disk, and follow it to the end
   kubevm up|preview|refresh|destroy [PROGRAM-DIR] [--stack NAME] [--state FILE] [-c KEY=VALUE]...
         [--kubeconfig FILE] [--namespace NS] [--refresh] [--expect-no-changes]
                                                   the local engine: run a Pulumi TypeScript program
@@ -230,6 +238,26 @@ async function nodeMain(sub: string | undefined, args: string[]): Promise<void> 
   }
 }
 
+async function backupMain(cmd: 'backup' | 'backups' | 'restore', args: string[]): Promise<void> {
+  const { parseBackupArgs, runBackupCli, UsageError } = require('./backup') as typeof import('./backup');
+  let parsed: ReturnType<typeof parseBackupArgs>;
+  try {
+    parsed = parseBackupArgs(cmd, args);
+  } catch (e) {
+    if (e instanceof UsageError) fail(e.message);
+    throw e;
+  }
+  const kubeconfig = process.env.KUBECONFIG ?? path.join(defaultDataDir(), 'kubeconfig');
+  if (!fs.existsSync(kubeconfig)) fail(`no kubeconfig at ${kubeconfig}: set KUBECONFIG or start the embedded cluster`);
+  const { Kube } = require('../controller/runtime/kube') as typeof import('../controller/runtime/kube');
+  try {
+    process.exitCode = await runBackupCli(Kube.fromFile(kubeconfig), parsed, { out: (l) => console.log(l), err: (l) => process.stderr.write(`kubevm ${cmd}: ${l}\n`) });
+  } catch (e) {
+    process.stderr.write(`kubevm ${cmd}: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
+
 async function engineMain(op: 'up' | 'preview' | 'refresh' | 'destroy', args: string[]): Promise<void> {
   // Loaded only when needed; require (not import()) so tsx resolves the TypeScript source.
   const { engineCommand, UsageError } = require('../engine/cli') as typeof import('../engine/cli');
@@ -254,6 +282,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   if (cmd === 'up' || cmd === 'preview' || cmd === 'refresh' || cmd === 'destroy') return engineMain(cmd, [sub, ...rest].filter((x) => x !== undefined));
   if (cmd === 'node') return nodeMain(sub, rest);
+  if (cmd === 'backup' || cmd === 'backups' || cmd === 'restore') return backupMain(cmd, [sub, ...rest].filter((x) => x !== undefined));
   if (cmd === 'console') return consoleMain([sub, ...rest].filter((x) => x !== undefined));
   if (cmd === '-h' || cmd === '--help' || cmd === 'help') {
     console.log(USAGE);
