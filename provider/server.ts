@@ -136,12 +136,20 @@ export class KubevmProvider {
           this.kube = kubeFromConfig(config);
           this.namespace = config.namespace ?? contextNamespace(this.kube) ?? 'default';
         } else this.namespace = config.namespace ?? 'default';
-        return new PB.ConfigureResponse().setAcceptsecrets(true).setAcceptresources(true).setSupportspreview(true).setAcceptoutputs(false);
+        return new PB.ConfigureResponse()
+          .setAcceptsecrets(true)
+          .setAcceptresources(true)
+          .setSupportspreview(true)
+          .setAcceptoutputs(false)
+          // Check takes the engine's proposed names (a stack's pulumi:autonaming configuration).
+          .setSupportsAutonamingConfiguration(true);
       }),
       check: unary((req) => {
         const r = resourceFor(req.getUrn());
         // The random seed makes autonames agree between a preview and its update.
-        const out = r.check(req.getUrn(), fromStruct(req.getOlds()) ?? {}, fromStruct(req.getNews()) ?? {}, this.namespace, req.getRandomseed_asU8());
+        const an = req.hasAutonaming() ? req.getAutonaming() : undefined;
+        const autonaming = an ? { proposedName: an.getProposedName(), mode: (['propose', 'enforce', 'disable'] as const)[an.getMode()] ?? 'propose' } : undefined;
+        const out = r.check(req.getUrn(), fromStruct(req.getOlds()) ?? {}, fromStruct(req.getNews()) ?? {}, this.namespace, req.getRandomseed_asU8(), autonaming);
         const res = new PB.CheckResponse().setInputs(toStruct(out.inputs));
         res.setFailuresList(out.failures.map((f) => new PB.CheckFailure().setProperty(f.property).setReason(f.reason)));
         return res;

@@ -4,7 +4,7 @@ import type { UpdateClass } from '../diff';
 import { specSchema, type Failure } from '../spec-schema';
 import type { Verdict } from '../wait';
 import { containsUnknown, isObject, plain, UNKNOWN } from '../values';
-import { CrdResource, type CheckOutcome, type Props } from './common';
+import { CrdResource, type Autonaming, type CheckOutcome, type Props } from './common';
 
 /**
  * kubevm:index:BackupPolicy: scheduled full and incremental backups of a set
@@ -52,8 +52,8 @@ export class BackupPolicy extends CrdResource {
   }
 
   /** A policy must select VMs by name or by labels; values not known yet (previews) count as a selection. */
-  check(urn: string, olds: Props, news: Props, defaultNamespace: string, randomSeed?: Uint8Array): CheckOutcome {
-    const out = super.check(urn, olds, news, defaultNamespace, randomSeed);
+  check(urn: string, olds: Props, news: Props, defaultNamespace: string, randomSeed?: Uint8Array, autonaming?: Autonaming): CheckOutcome {
+    const out = super.check(urn, olds, news, defaultNamespace, randomSeed, autonaming);
     const p = plain(news);
     const some = (v: unknown): boolean =>
       containsUnknown(v) || (Array.isArray(v) ? v.length > 0 : isObject(v) && Object.keys(v).length > 0);

@@ -59,6 +59,12 @@ const NAME_RE = new RegExp(NAME_PATTERN);
 
 /** Set (in the annotations input and on the object) when the provider chose the name. */
 export const AUTONAMED = 'kubevm.dev/autonamed';
+
+/** Check's autonaming options when the engine applies a stack's `pulumi:autonaming` configuration. */
+export interface Autonaming {
+  proposedName: string;
+  mode: 'propose' | 'enforce' | 'disable';
+}
 /** Comma-separated keys of the labels / annotations the provider set on the object. */
 export const MANAGED_LABELS = 'kubevm.dev/managed-labels';
 export const MANAGED_ANNOTATIONS = 'kubevm.dev/managed-annotations';
@@ -157,24 +163,33 @@ export abstract class CrdResource {
 
   /**
    * Validates the inputs and fills in `name` (explicit, else the previous one,
-   * else an autoname) and `namespace`. `randomSeed` is Check's seed (autonames).
+   * else the engine's proposal under the stack's autonaming configuration, else
+   * an autoname) and `namespace`. `randomSeed` is Check's seed (autonames).
    */
-  check(urn: string, olds: Props, news: Props, defaultNamespace: string, randomSeed?: Uint8Array): CheckOutcome {
+  check(urn: string, olds: Props, news: Props, defaultNamespace: string, randomSeed?: Uint8Array, autonaming?: Autonaming): CheckOutcome {
     const p = plain(news);
     const failures: Failure[] = [];
     for (const k of Object.keys(p)) if (!this.inputKeys.includes(k)) failures.push({ property: k, reason: `${k}: unknown property of ${this.token}` });
     const inputs: Props = { ...news };
     let autonamed = false;
+    let nameMissing = false;
     if (news.name !== undefined) inputs.name = news.name;
     else if (olds.name !== undefined) {
       inputs.name = olds.name; // stable across updates
       autonamed = plain(olds.annotations)?.[AUTONAMED] === 'true';
+    } else if (autonaming?.mode === 'disable') {
+      nameMissing = true;
+      failures.push({ property: 'name', reason: 'name: required: autonaming is disabled for this stack (pulumi:autonaming mode "disable")' });
+    } else if (autonaming) {
+      // The stack's pattern (pulumi:autonaming); the engine makes a fresh proposal for a replacement.
+      inputs.name = autonaming.proposedName;
     } else {
       inputs.name = autoname(urnName(urn), randomSeed?.length ? Buffer.concat([Buffer.from(randomSeed), Buffer.from(urn)]) : undefined);
       autonamed = true;
     }
     inputs.namespace = news.namespace ?? defaultNamespace;
     for (const k of ['name', 'namespace']) {
+      if (k === 'name' && nameMissing) continue;
       const v = plain(inputs[k]);
       if (v !== UNKNOWN && (typeof v !== 'string' || !NAME_RE.test(v) || v.length > 63))
         failures.push({ property: k, reason: `${k}: value ${JSON.stringify(v)} must be a DNS label (lower-case letters, digits and '-', at most 63 characters)` });

@@ -125,6 +125,7 @@ beforeAll(async () => {
   const conf = await rpc('configure', new PB.ConfigureRequest().setArgs(checked.getInputs()).setAcceptsecrets(true).setAcceptresources(true));
   expect(conf.getSupportspreview()).toBe(true);
   expect(conf.getAcceptsecrets()).toBe(true);
+  expect(conf.getSupportsAutonamingConfiguration()).toBe(true);
 }, 60_000);
 
 afterAll(async () => {
@@ -169,6 +170,32 @@ test('Check names the property, the value and the rule', async () => {
   expect(prev.failures).toEqual([]);
   expect(prev.inputs).toMatchObject({ namespace: 'default', memory: UNKNOWN });
   expect(prev.inputs.name).toMatch(/^web-[a-z0-9]{8}$/); // auto-named from the resource name
+});
+
+test("Check follows the stack's autonaming configuration (pulumi:autonaming): propose, enforce, disable", async () => {
+  const withAutonaming = async (news: any, mode: number, proposed: string, olds: any = {}) => {
+    const an = new PB.CheckRequest.AutonamingOptions().setProposedName(proposed).setMode(mode);
+    const res = await rpc('check', new PB.CheckRequest().setUrn(urn(NET, 'net')).setOlds(toStruct(olds)).setNews(toStruct(news)).setAutonaming(an));
+    return { inputs: fromStruct(res.getInputs())!, failures: res.getFailuresList().map((f: any) => ({ property: f.getProperty(), reason: f.getReason() })) };
+  };
+  const { PROPOSE, ENFORCE, DISABLE } = PB.CheckRequest.AutonamingOptions.Mode;
+  // The engine's proposal is the name; it is the stack's pattern, not ours (no autoname marker).
+  const proposed = await withAutonaming({ type: 'pod' }, PROPOSE, 'prod-net-x1');
+  expect(proposed.failures).toEqual([]);
+  expect(proposed.inputs).toMatchObject({ name: 'prod-net-x1', namespace: 'default' });
+  expect(proposed.inputs.annotations).toBeUndefined();
+  expect((await withAutonaming({ type: 'pod' }, ENFORCE, 'net')).inputs.name).toBe('net');
+  // An explicit name wins; an existing resource keeps its name.
+  expect((await withAutonaming({ type: 'pod', name: 'mine' }, ENFORCE, 'net')).inputs.name).toBe('mine');
+  expect((await withAutonaming({ type: 'pod' }, PROPOSE, 'other', { name: 'kept', type: 'pod' })).inputs.name).toBe('kept');
+  // disable: a name is required; a proposal that is no DNS label is refused naming the rule.
+  expect((await withAutonaming({ type: 'pod' }, DISABLE, '')).failures).toEqual([
+    { property: 'name', reason: 'name: required: autonaming is disabled for this stack (pulumi:autonaming mode "disable")' },
+  ]);
+  expect((await withAutonaming({ type: 'pod', name: 'given' }, DISABLE, '')).failures).toEqual([]);
+  expect((await withAutonaming({ type: 'pod' }, PROPOSE, 'Prod_Net')).failures).toEqual([
+    { property: 'name', reason: 'name: value "Prod_Net" must be a DNS label (lower-case letters, digits and \'-\', at most 63 characters)' },
+  ]);
 });
 
 test('Network: check, create (preview), create, diff, update (preview), update, read, delete', async () => {
