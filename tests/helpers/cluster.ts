@@ -129,3 +129,18 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
 }
+
+/** Requests against the kubevm.dev API of a test cluster (resolved lazily: the cluster starts in beforeAll). */
+export function kubevmApi(cluster: () => TestCluster, ns = 'default') {
+  const api = `/apis/kubevm.dev/v1alpha1/namespaces/${ns}`;
+  return {
+    api,
+    get: async (p: string) => (await cluster().request('GET', p)).json,
+    post: async (plural: string, body: any) => {
+      const r = await cluster().request('POST', `${api}/${plural}`, { apiVersion: 'kubevm.dev/v1alpha1', ...body });
+      if (r.status !== 201) throw new Error(`POST ${plural}: ${r.status} ${r.text}`);
+      return r.json;
+    },
+    merge: (p: string, body: any) => cluster().request('PATCH', p, body, { 'Content-Type': 'application/merge-patch+json' }),
+  };
+}

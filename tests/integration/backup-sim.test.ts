@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
+import { startTestCluster, TestCluster, eventually, kubevmApi } from '../helpers/cluster';
 import type { Runtime } from '../../cluster/runtime';
 import { startSimRuntime } from '../helpers/runtime';
 import type { SimBackend } from '../../controller/hal';
@@ -17,14 +17,7 @@ import type { SimBackend } from '../../controller/hal';
 let c: TestCluster;
 let rt: Runtime;
 const ns = 'default';
-const api = `/apis/kubevm.dev/v1alpha1/namespaces/${ns}`;
-const get = async (p: string) => (await c.request('GET', p)).json;
-const post = async (kind: string, body: any) => {
-  const r = await c.request('POST', `${api}/${kind}`, { apiVersion: 'kubevm.dev/v1alpha1', ...body });
-  if (r.status !== 201) throw new Error(`POST ${kind}: ${r.status} ${r.text}`);
-  return r.json;
-};
-const merge = (p: string, body: any) => c.request('PATCH', p, body, { 'Content-Type': 'application/merge-patch+json' });
+const { api, get, post, merge } = kubevmApi(() => c, ns);
 
 async function vm(name: string, spec: any = {}): Promise<void> {
   await post('volumes', { kind: 'Volume', metadata: { name: `${name}-root` }, spec: { size: '16Mi', source: { blank: {} } } });

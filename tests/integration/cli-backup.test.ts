@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
+import { startTestCluster, TestCluster, eventually, kubevmApi } from '../helpers/cluster';
 import type { Runtime } from '../../cluster/runtime';
 import { startSimRuntime } from '../helpers/runtime';
 import { defaultBackupName, defaultRestoreName, humanBytes } from '../../cli/backup';
@@ -16,13 +16,7 @@ const bin = path.join(__dirname, '..', '..', 'bin', 'kubevm');
 let c: TestCluster;
 let rt: Runtime;
 const ns = 'default';
-const api = `/apis/kubevm.dev/v1alpha1/namespaces/${ns}`;
-const get = async (p: string) => (await c.request('GET', p)).json;
-const post = async (kind: string, body: any) => {
-  const r = await c.request('POST', `${api}/${kind}`, { apiVersion: 'kubevm.dev/v1alpha1', ...body });
-  if (r.status !== 201) throw new Error(`POST ${kind}: ${r.status} ${r.text}`);
-  return r.json;
-};
+const { api, get, post } = kubevmApi(() => c, ns);
 
 function kubevm(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>

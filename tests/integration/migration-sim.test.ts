@@ -1,4 +1,4 @@
-import { startTestCluster, TestCluster, eventually } from '../helpers/cluster';
+import { startTestCluster, TestCluster, eventually, kubevmApi } from '../helpers/cluster';
 import type { Runtime } from '../../cluster/runtime';
 import { startSimRuntime } from '../helpers/runtime';
 import { Kube } from '../../controller/runtime/kube';
@@ -16,13 +16,7 @@ let c: TestCluster;
 let rt: Runtime;
 let kube: Kube;
 const ns = 'default';
-const api = `/apis/kubevm.dev/v1alpha1/namespaces/${ns}`;
-const get = async (p: string) => (await c.request('GET', p)).json;
-const post = async (kind: string, body: any) => {
-  const r = await c.request('POST', `${api}/${kind}`, { apiVersion: 'kubevm.dev/v1alpha1', ...body });
-  if (r.status !== 201) throw new Error(`POST ${kind}: ${r.status} ${r.text}`);
-  return r.json;
-};
+const { api, get, post } = kubevmApi(() => c, ns);
 
 async function vm(name: string, spec: any = {}): Promise<any> {
   await post('volumes', { kind: 'Volume', metadata: { name: `${name}-root` }, spec: { size: '16Mi', source: { blank: {} } } });
