@@ -222,8 +222,12 @@ export async function startProvider(opts: {
     async close() {
       client.close();
       if (child.exitCode === null) {
+        // A plugin that does not end on SIGTERM within 10 s (a busy machine) is killed: teardown must end.
+        const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
-        await new Promise((r) => child.once('exit', r));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
       }
       engine.forceShutdown();
       if (projectDir) fs.rmSync(projectDir, { recursive: true, force: true });

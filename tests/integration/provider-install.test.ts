@@ -43,10 +43,15 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  const t0 = Date.now();
   await p?.close();
+  const t1 = Date.now();
   await rt?.stop();
+  const t2 = Date.now();
   await c?.cleanup();
-});
+  // Teardown once took over 60 s on a loaded CI machine: say where, if it is slow again.
+  if (Date.now() - t0 > 20_000) console.warn(`slow teardown: provider ${t1 - t0} ms, runtime ${t2 - t1} ms, cluster ${Date.now() - t2} ms`);
+}, 180_000);
 
 test('the embedded API server carries a marker in /version', async () => {
   const v = (await c.request('GET', '/version')).json;
