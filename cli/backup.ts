@@ -270,11 +270,33 @@ function timedOut(kind: string, short: string, ns: string, name: string, f: Foll
   return `timed out after ${f.timeoutMs / 1000} s waiting for ${kind} ${ns}/${name} (last seen: ${describe(last?.status)}); it carries on: kubectl get ${short} -n ${ns} ${name}`;
 }
 
+/**
+ * Follows a Backup or Restore to its end: the Succeeded object, or undefined
+ * once it said on stderr why there is none (deleted, timed out, Failed).
+ */
+async function succeeded(
+  kube: Kube,
+  kind: 'Backup' | 'Restore',
+  ns: string,
+  name: string,
+  f: Follow,
+  o: Output,
+  failure: (status: any) => string,
+): Promise<any | undefined> {
+  const err = o.err ?? o.out;
+  const [gvr, short] = kind === 'Backup' ? [GVR.backup, 'vmbackup'] : [GVR.restore, 'vmrestore'];
+  const r = await follow(kube, gvr, kind.toLowerCase(), ns, name, f, o);
+  if (r.gone) err(`${kind} ${ns}/${name} was deleted before it finished`);
+  else if (!r.obj) err(timedOut(kind, short, ns, name, f, r.last));
+  else if (r.obj.status.phase === 'Failed') err(`${kind} ${ns}/${name} failed: ${failure(r.obj.status)}`);
+  else return r.obj;
+  return undefined;
+}
+
 // ---- commands -----------------------------------------------------------------------
 
 /** Creates an on-demand Backup and, unless noWait, follows it. Returns the exit code. */
 export async function backupCommand(kube: Kube, a: BackupArgs, o: Output, now: () => Date = () => new Date()): Promise<number> {
-  const err = o.err ?? o.out;
   const spec: any = { vm: a.vm, type: a.full ? 'Full' : 'Incremental' };
   if (a.targetVolume) spec.target = { volume: a.targetVolume };
   if (a.targetPath) spec.target = { path: a.targetPath };
@@ -303,21 +325,9 @@ export async function backupCommand(kube: Kube, a: BackupArgs, o: Output, now: (
     `backup/${name} created (${spec.type} of VirtualMachine ${a.namespace}/${a.vm}${a.bandwidthMiBps ? `, at most ${a.bandwidthMiBps} MiB/s per disk` : ''})`,
   );
   if (a.noWait) return 0;
-  const r = await follow(kube, GVR.backup, 'backup', a.namespace, name, a, o);
-  if (r.gone) {
-    err(`Backup ${a.namespace}/${name} was deleted before it finished`);
-    return 1;
-  }
-  if (!r.obj) {
-    err(timedOut('Backup', 'vmbackup', a.namespace, name, a, r.last));
-    return 1;
-  }
-  const st = r.obj.status;
-  if (st.phase === 'Failed') {
-    err(`Backup ${a.namespace}/${name} failed: ${st.reason ?? 'Failed'}: ${st.message ?? 'no detail'}`);
-    return 1;
-  }
-  for (const l of backupSummary(r.obj)) o.out(l);
+  const done = await succeeded(kube, 'Backup', a.namespace, name, a, o, (st) => `${st.reason ?? 'Failed'}: ${st.message ?? 'no detail'}`);
+  if (!done) return 1;
+  for (const l of backupSummary(done)) o.out(l);
   return 0;
 }
 
@@ -383,7 +393,6 @@ export async function listBackupsCommand(kube: Kube, a: { namespace: string; vm:
 
 /** Creates a Restore and, unless noWait, follows it. Returns the exit code. */
 export async function restoreCommand(kube: Kube, a: RestoreArgs, o: Output): Promise<number> {
-  const err = o.err ?? o.out;
   const name = a.name ?? defaultRestoreName(a.backup);
   const spec: any = { backup: a.backup };
   if (a.to) spec.volume = a.to;
@@ -407,20 +416,9 @@ export async function restoreCommand(kube: Kube, a: RestoreArgs, o: Output): Pro
     `restore/${name} created (Backup ${a.backup}${a.disk ? ` disk ${a.disk}` : ''} → ${a.to ? `new Volume ${a.to}` : "the disk's own Volume, in place"})`,
   );
   if (a.noWait) return 0;
-  const r = await follow(kube, GVR.restore, 'restore', a.namespace, name, a, o);
-  if (r.gone) {
-    err(`Restore ${a.namespace}/${name} was deleted before it finished`);
-    return 1;
-  }
-  if (!r.obj) {
-    err(timedOut('Restore', 'vmrestore', a.namespace, name, a, r.last));
-    return 1;
-  }
-  const st = r.obj.status;
-  if (st.phase === 'Failed') {
-    err(`Restore ${a.namespace}/${name} failed: ${st.message ?? 'no detail'}`);
-    return 1;
-  }
+  const done = await succeeded(kube, 'Restore', a.namespace, name, a, o, (st) => st.message ?? 'no detail');
+  if (!done) return 1;
+  const st = done.status;
   o.out(`Restore ${a.namespace}/${name} Succeeded${st.message ? `: ${st.message}` : ''}`);
   o.out(`  volume:   ${st.volume ?? a.to ?? '-'}`);
   o.out(`  checksum: ${st.checksum ?? '-'}`);

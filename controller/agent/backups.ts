@@ -62,8 +62,9 @@ function targetKey(b: any): string {
   return t.volume ? `volume:${t.volume}` : `path:${t.path ?? ''}`;
 }
 
+/** Sizes in messages: KiB below 100 MiB (so near-full volumes read exactly), MiB above. */
 function mib(n: number): string {
-  return n < 1 << 20 ? `${Math.ceil(n / 1024)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
+  return n < 100 * (1 << 20) ? `${Math.ceil(n / 1024)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
 /** A point's files, from its manifest path (`<id>.json` beside `<id>.qcow2` and `<id>.sums`). */
@@ -163,9 +164,12 @@ export class BackupRunner {
     return v;
   }
 
-  /** Refuses a backup that would not fit in its target volume's capacity (spec.size). */
-  private checkCapacity(b: any, type: 'Full' | 'Incremental', disks: { path: string }[]): void {
-    if (!b.spec.target?.volume) return;
+  /**
+   * Refuses a backup that would not fit in its target volume's capacity
+   * (spec.size). Returns the volume's usage and capacity before the backup.
+   */
+  private checkCapacity(b: any, type: 'Full' | 'Incremental', disks: { path: string }[]): { used: number; cap: number } | undefined {
+    if (!b.spec.target?.volume) return undefined;
     const v = this.targetVolume(b);
     const cap = Math.ceil(parseQuantity(v.spec.size));
     const used = dirUsage(v.status.path);
@@ -178,6 +182,7 @@ export class BackupRunner {
           (type === 'Full' ? `; this Full backup needs about ${mib(need)} more (the disks' allocated data)` : '; it is full') +
           ': delete Backups, tighten the policy\'s retention, or use a larger volume',
       );
+    return { used, cap };
   }
 
   /** Backups of the same chain: same VM, same policy (or none), same target. */
@@ -317,12 +322,11 @@ export class BackupRunner {
       setCondition(status, 'Complete', 'True', 'PointsWritten', 'every point and its manifest are written and checksummed', Date.now());
       await this.setStatus(cur, status);
       await this.event(cur, 'Normal', 'BackupSucceeded', status.message + (reason ? ` (${reason})` : ''));
-      if (b.spec.target?.volume) {
-        const v = this.volumes.get(`${b.metadata.namespace}/${b.spec.target.volume}`);
-        const cap = v?.spec?.size ? Math.ceil(parseQuantity(v.spec.size)) : Infinity;
-        const used = v?.status?.path ? dirUsage(v.status.path) : 0;
-        if (used > cap)
-          await this.event(cur, 'Warning', 'TargetOverCapacity', `Volume ${v.metadata.name} now holds ${mib(used)} of its ${mib(cap)}: the next backups to it are refused until retention or deletions free space`);
+      if (plan.target) {
+        // Usage before plus what was written (the provisioner measures it again for the volume's status).
+        const used = plan.target.used + disks.reduce((n, d) => n + (d.size ?? 0), 0);
+        if (used > plan.target.cap)
+          await this.event(cur, 'Warning', 'TargetOverCapacity', `Volume ${b.spec.target.volume} now holds ${mib(used)} of its ${mib(plan.target.cap)}: the next backups to it are refused until retention or deletions free space`);
       }
     } finally {
       this.aborts.delete(k);
@@ -430,7 +434,7 @@ export class BackupRunner {
         baseManifest: basePoint?.manifest as string | undefined,
       };
     });
-    this.checkCapacity(b, type, disks);
+    const target = this.checkCapacity(b, type, disks);
     const pointId = b.metadata.name.length <= 100 ? b.metadata.name : b.metadata.uid;
     // Other chains of this VM (other policies, on-demand): their bitmaps must survive this point.
     const dir = this.vmDir(b);
@@ -448,7 +452,7 @@ export class BackupRunner {
           .filter((d): d is string => !!d && d !== dir),
       ),
     ];
-    return { type, reason, disks, dir, otherChains, pointId, base: type === 'Incremental' ? (base.metadata.name as string) : undefined };
+    return { type, reason, disks, dir, otherChains, pointId, target, base: type === 'Incremental' ? (base.metadata.name as string) : undefined };
   }
 
   private async vmDisks(ns: string, vm: string): Promise<any[]> {

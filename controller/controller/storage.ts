@@ -25,14 +25,14 @@ export function isFilesystem(v: any): boolean {
 }
 
 /** Backups whose points a Filesystem volume holds (or will: unfinished ones count; Failed ones hold nothing). */
-export function backupsIn(caches: Caches, ns: string, volume: string): any[] {
+function backupsIn(caches: Caches, ns: string, volume: string): any[] {
   return [...caches.backups.list()]
     .filter((b) => b.metadata.namespace === ns && b.spec?.target?.volume === volume && b.status?.phase !== 'Failed')
     .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
 }
 
 /** Why a Volume's spec cannot work, naming the field; undefined when it can. */
-export function volumeSpecError(v: any): string | undefined {
+function volumeSpecError(v: any): string | undefined {
   if (!isFilesystem(v)) return undefined;
   const src = Object.keys(v.spec?.source ?? {}).filter((k) => k !== 'blank');
   if (src.length) return `spec.source.${src[0]}: a Filesystem volume is an empty directory; sources apply to Block volumes`;

@@ -349,6 +349,25 @@ test('a Filesystem Volume as the target: placed by its first Backup, refuses a V
   expect(bt.status).toMatchObject({ phase: 'Failed', reason: 'TargetFull' });
   expect(bt.status.message).toMatch(/^spec\.target\.volume: Volume tiny holds 0 KiB of its 8 KiB \(spec\.size\); this Full backup needs about \d+ KiB more \(the disks' allocated data\): delete Backups, tighten the policy's retention, or use a larger volume$/);
   expect(fs.readdirSync((await get(`${api}/volumes/tiny`)).status.path)).toEqual([]);
+  // An incremental cannot be sized beforehand: one that overfills the volume succeeds with a warning, and the
+  // next backup into the full volume is refused. (The padding stands for anything else that filled it.)
+  await post('volumes', { kind: 'Volume', metadata: { name: 'snug' }, spec: { volumeMode: 'Filesystem', size: '1Mi', nodeName: a.status.node } });
+  expect((await backup('fsa-s1', { vm: 'fsa', type: 'Full', target: { volume: 'snug' } })).status.phase).toBe('Succeeded');
+  const snug = await eventually(async () => {
+    const v = await get(`${api}/volumes/snug`);
+    return v.status?.actualSize > 0 ? v : undefined;
+  }, 10_000, 'snug usage');
+  fs.writeFileSync(`${snug.status.path}/padding`, Buffer.alloc(1024 * 1024 - snug.status.actualSize - 4096, 1));
+  const over = await backup('fsa-s2', { vm: 'fsa', target: { volume: 'snug' } });
+  expect(over.status).toMatchObject({ phase: 'Succeeded', type: 'Incremental' });
+  const warned = await eventually(async () => {
+    const ev = (await get('/api/v1/namespaces/default/events')).items.find((e: any) => e.involvedObject.name === 'fsa-s2' && e.reason === 'TargetOverCapacity');
+    return ev;
+  }, 10_000, 'the TargetOverCapacity event');
+  expect(warned.message).toMatch(/^Volume snug now holds 10\d\d KiB of its 1024 KiB: the next backups to it are refused until retention or deletions free space$/);
+  const refused = await backup('fsa-s3', { vm: 'fsa', target: { volume: 'snug' } });
+  expect(refused.status).toMatchObject({ phase: 'Failed', reason: 'TargetFull' });
+  expect(refused.status.message).toMatch(/^spec\.target\.volume: Volume snug holds 10\d\d KiB of its 1024 KiB \(spec\.size\); it is full: /);
 
   // Deleting the volume waits for the Backups whose points it holds; then its directory goes.
   expect((await c.request('DELETE', `${api}/volumes/repo`)).status).toBe(200);

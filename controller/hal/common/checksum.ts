@@ -32,7 +32,7 @@ import { imageChain, imageMap, type MapExtent } from './qemuimg';
 export const CHUNK_SIZE = 64 * 1024;
 export type ChecksumAlgorithm = 'blake3' | 'sha256';
 export const DEFAULT_ALGORITHM: ChecksumAlgorithm = 'blake3';
-export const DIGEST = 32; // both algorithms
+const DIGEST = 32; // both algorithms
 const RECORD = 4 + DIGEST; // delta record: u32 chunk index (big-endian) + digest
 const WINDOW = 16; // chunks read ahead while one is hashed
 const STREAM_CHUNKS = 32 * 1024; // digests per block when streaming a sums file
@@ -41,7 +41,7 @@ const PARALLEL_SPAN_CHUNKS = 128; // chunks per task on the worker pool (8 MiB)
 const PARALLEL_MIN_CHUNKS = 1024; // images of 64 MiB and more are hashed on the pool
 
 /** An incremental hash. */
-export interface Hasher {
+interface Hasher {
   update(b: Buffer): void;
   digest(): Buffer;
 }
@@ -63,7 +63,7 @@ const ALGORITHMS: Record<ChecksumAlgorithm, { hash(b: Buffer): Buffer; hasher():
   },
 };
 
-export function prefixOf(algo: ChecksumAlgorithm): string {
+function prefixOf(algo: ChecksumAlgorithm): string {
   return `chunked-${algo}:`;
 }
 
@@ -80,13 +80,13 @@ export function chunkDigest(b: Buffer, algo: ChecksumAlgorithm = DEFAULT_ALGORIT
   return ALGORITHMS[algo].hash(b);
 }
 
-export function newHasher(algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Hasher {
+function newHasher(algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Hasher {
   return ALGORITHMS[algo].hasher();
 }
 
 const zeroDigests = new Map<string, Buffer>();
 /** The digest of an all-zero chunk of `len` bytes. */
-export function zeroDigest(len: number, algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Buffer {
+function zeroDigest(len: number, algo: ChecksumAlgorithm = DEFAULT_ALGORITHM): Buffer {
   const k = `${algo}/${len}`;
   let d = zeroDigests.get(k);
   if (!d) zeroDigests.set(k, (d = chunkDigest(Buffer.alloc(len), algo)));

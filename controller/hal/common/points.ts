@@ -257,10 +257,9 @@ export function mergedManifest(p: MergePlan): PointManifest {
  * After a merge into `top`: the points built on it (in its directory) list
  * their chain from the Full; their lists now go through top's shorter chain.
  * Each manifest is rewritten atomically; a merge repeated after a crash
- * finishes what is left. Returns the ids rewritten.
+ * finishes what is left.
  */
-export function rechainDescendants(top: LoadedPoint): string[] {
-  const out: string[] = [];
+function rechainDescendants(top: LoadedPoint): void {
   for (const f of fs.readdirSync(top.dir)) {
     if (!f.endsWith('.json')) continue;
     const p = path.join(top.dir, f);
@@ -275,9 +274,7 @@ export function rechainDescendants(top: LoadedPoint): string[] {
     const chain = [...top.m.chain, ...m.chain.slice(at + 1)];
     if (JSON.stringify(chain) === JSON.stringify(m.chain)) continue;
     writeManifest(p, { ...m, chain });
-    out.push(m.id);
   }
-  return out;
 }
 
 /** After a merge: the later points re-chained, the kept point's chain reloaded (base first), and the result. */

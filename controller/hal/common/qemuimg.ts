@@ -70,7 +70,6 @@ export async function convertImage(src: string, srcFormat: string, dest: string,
   await runChecked([QEMU_IMG, 'convert', '-f', srcFormat, '-O', destFormat, '--', src, dest], LONG);
 }
 
-/** `qemu-img bitmap --remove` (offline; the image must not be open elsewhere). */
 /**
  * `qemu-img rebase` in safe mode: `p` keeps its content while its backing
  * file becomes `backing` (relative to p's directory), or none (''): the
@@ -80,6 +79,7 @@ export async function rebaseImage(p: string, backing: string): Promise<void> {
   await runChecked([QEMU_IMG, 'rebase', '-f', 'qcow2', ...(backing ? ['-F', 'qcow2'] : []), '-b', backing, '--', p], 24 * 3600_000);
 }
 
+/** `qemu-img bitmap --remove` (offline; the image must not be open elsewhere). */
 export async function removeBitmap(p: string, name: string, format = 'qcow2'): Promise<void> {
   await runChecked([QEMU_IMG, 'bitmap', '--remove', '-f', format, '--', p, name], 60_000);
 }

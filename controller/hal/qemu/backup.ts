@@ -152,7 +152,7 @@ interface DiskJob {
   result?: DiskBackup;
 }
 
-export const DEFAULT_X_PERF: Record<string, unknown> = { 'max-workers': 8 };
+const DEFAULT_X_PERF: Record<string, unknown> = { 'max-workers': 8 };
 
 function envXPerf(): Record<string, unknown> | undefined {
   const raw = process.env.KUBEVM_BACKUP_X_PERF;

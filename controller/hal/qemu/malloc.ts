@@ -17,7 +17,7 @@
  * An operator's own GLIBC_TUNABLES win per tunable; KUBEVM_QEMU_MALLOC=default
  * turns this off.
  */
-export const QEMU_MALLOC_TUNABLES: Record<string, string> = {
+const QEMU_MALLOC_TUNABLES: Record<string, string> = {
   'glibc.malloc.mmap_threshold': String(4 << 20),
   'glibc.malloc.trim_threshold': String(8 << 20),
 };
